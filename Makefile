@@ -1,0 +1,109 @@
+# heymarket — build, test and install the Lua C module.
+#
+#   make                 build for LUA (default lua5.4) into build/$(LUA)/heymarket.so
+#   make LUA=luajit      the same for LuaJIT (also lua5.1, lua5.2, lua5.3)
+#   make test            build and run the specs under every Lua we support
+#   make demo            run examples/quickstart.lua against the bundled fake API
+#   make install         luarocks make the rockspec
+#   make lint            luacheck the Lua code
+#   make valgrind        the Lua 5.4 specs under valgrind's memcheck
+#   make asan            the Lua 5.4 specs with AddressSanitizer
+#   make bench           speed and memory against baselines measured in the same run
+
+# ---- variables ---------------------------------------------------------------
+
+SHELL    := /bin/bash
+
+LUA      ?= lua5.4
+VERSIONS ?= lua5.1 lua5.2 lua5.3 lua5.4 luajit
+
+CC       ?= cc
+CFLAGS   ?= -O2 -g
+WARNINGS  = -std=c99 -Wall -Wextra -Werror -pedantic -Wmissing-prototypes -Wshadow
+LIBS      = -lcurl -lm
+
+SOURCES   = src/heymarket.c src/client.c src/transfer.c src/json.c src/errors.c
+HEADERS   = src/hm.h src/compat.h
+
+BUILD     = build/$(LUA)
+MODULE    = $(BUILD)/heymarket.so
+
+# Where each Lua keeps its headers, and how to run busted with it.
+lua_include = $(if $(filter luajit,$(1)),/usr/include/luajit-2.1,/usr/include/$(1))
+busted_for  = $(1) /usr/bin/busted --cpath='build/$(1)/?.so' --lpath='src/?.lua;src/?/init.lua'
+
+# Packages a fresh Debian 12 needs for the specs and for the demo.
+TEST_PACKAGES = gcc make lua5.1 lua5.2 lua5.3 lua5.4 liblua5.1-0-dev liblua5.2-dev \
+                liblua5.3-dev liblua5.4-dev luajit2 libluajit2-5.1-dev \
+                libcurl4-openssl-dev lua-cjson lua-busted lua-check lua-socket \
+                nginx-light libnginx-mod-http-lua neovim valgrind openssl ca-certificates
+DEMO_PACKAGES = gcc make lua5.4 liblua5.4-dev libcurl4-openssl-dev lua-cjson lua-socket \
+                nginx-light libnginx-mod-http-lua openssl ca-certificates
+
+# The specs talk only to 127.0.0.1: keep a proxy in the environment out of it.
+export no_proxy = 127.0.0.1,localhost
+export NO_PROXY = 127.0.0.1,localhost
+
+# ---- targets -----------------------------------------------------------------
+
+.PHONY: all test spec demo install lint valgrind asan bench deps-test deps-demo clean
+
+all: $(MODULE)
+
+$(MODULE): $(SOURCES) $(HEADERS) Makefile
+	@mkdir -p $(BUILD)
+	$(CC) $(WARNINGS) $(CFLAGS) -fPIC -I$(call lua_include,$(LUA)) -shared \
+		-o $@ $(SOURCES) $(LIBS)
+
+# One run per Lua version; every version runs even after a failure, and the
+# target fails if any did.
+test: deps-test
+	@failed=""; \
+	for v in $(VERSIONS); do \
+		echo "==> $$v"; \
+		$(MAKE) --no-print-directory LUA=$$v all || { failed="$$failed $$v"; continue; }; \
+		$(call busted_for,$$v) --output=utfTerminal spec 2>&1 | tee build/$$v/spec.log; \
+		[ "$${PIPESTATUS[0]}" = 0 ] || failed="$$failed $$v"; \
+	done; \
+	sh tools/summary.sh $(addprefix build/,$(addsuffix /spec.log,$(VERSIONS))); \
+	if [ -n "$$failed" ]; then echo "specs failed for:$$failed"; exit 1; fi
+
+# The specs for one version: make spec LUA=lua5.3
+spec: $(MODULE)
+	$(call busted_for,$(LUA)) spec
+
+demo: deps-demo
+	@$(MAKE) --no-print-directory LUA=lua5.4 all
+	lua5.4 tools/demo.lua
+
+install:
+	luarocks make rockspec/heymarket-scm-1.rockspec --deps-mode=none
+
+lint:
+	luacheck src spec examples tools
+
+valgrind: deps-test
+	@$(MAKE) --no-print-directory LUA=lua5.4 all
+	valgrind --quiet --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
+		--show-leak-kinds=definite --suppressions=tools/valgrind.supp \
+		$(call busted_for,lua5.4) spec
+
+asan: deps-test
+	@mkdir -p build/asan
+	clang $(WARNINGS) -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fPIC \
+		-I/usr/include/lua5.4 -shared -o build/asan/heymarket.so $(SOURCES) $(LIBS)
+	ASAN_OPTIONS=detect_leaks=0 LD_PRELOAD="$$(clang -print-file-name=libclang_rt.asan-x86_64.so)" \
+		lua5.4 /usr/bin/busted --cpath='build/asan/?.so' --lpath='src/?.lua;src/?/init.lua' spec
+
+bench: deps-test
+	@$(MAKE) --no-print-directory LUA=lua5.4 all
+	lua5.4 tools/bench.lua
+
+deps-test:
+	@sh tools/ensure-packages.sh $(TEST_PACKAGES)
+
+deps-demo:
+	@sh tools/ensure-packages.sh $(DEMO_PACKAGES)
+
+clean:
+	rm -rf build

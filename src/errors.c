@@ -1,0 +1,188 @@
+/* Failures from the network or the server: the nil, message, err triple. */
+#include "hm.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#define SERVER_MESSAGE_MAX 300 /* longest server message kept in the one-line message */
+
+const char *hm_kind_name(hm_kind kind)
+{
+    switch (kind) {
+    case HM_KIND_HTTP: return "http";
+    case HM_KIND_TIMEOUT: return "timeout";
+    case HM_KIND_NETWORK: return "network";
+    case HM_KIND_TLS: return "tls";
+    case HM_KIND_DECODE: return "decode";
+    case HM_KIND_TOO_LARGE: return "too_large";
+    case HM_KIND_CANCELLED: return "cancelled";
+    default: return "ok";
+    }
+}
+
+static const char *standard_reason(long status)
+{
+    switch (status) {
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 408: return "Request Timeout";
+    case 422: return "Unprocessable Entity";
+    case 429: return "Too Many Requests";
+    case 500: return "Internal Server Error";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    default: return NULL;
+    }
+}
+
+/* Push s (n bytes) as one printable line: control characters become spaces. */
+static void push_one_line(lua_State *L, const char *s, size_t n, size_t max)
+{
+    luaL_Buffer b;
+    size_t i;
+    if (n > max)
+        n = max;
+    luaL_buffinit(L, &b);
+    for (i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        luaL_addchar(&b, (ch < 0x20 || ch == 0x7f) ? ' ' : (char)ch);
+    }
+    luaL_pushresult(&b);
+}
+
+/* The server's own message: a JSON object's "error" (a string, or an object
+ * with a "message"), else its "message". Pushes it, or nothing. */
+static int push_server_message(lua_State *L, const hm_request *req)
+{
+    size_t i = 0;
+    int top = lua_gettop(L), found = 0;
+    while (i < req->body.len && (req->body.data[i] == ' ' || req->body.data[i] == '\t'
+                                 || req->body.data[i] == '\r' || req->body.data[i] == '\n'))
+        i++;
+    if (i == req->body.len || req->body.data[i] != '{')
+        return 0;
+    lua_getfield(L, HM_STATE_IDX, HM_STATE_DECODE);
+    lua_pushlstring(L, req->body.data, req->body.len);
+    if (lua_pcall(L, 1, 1, 0) != 0 || !lua_istable(L, -1)) {
+        lua_settop(L, top);
+        return 0;
+    }
+    lua_getfield(L, -1, "error");
+    if (lua_istable(L, -1)) {
+        lua_getfield(L, -1, "message");
+        lua_remove(L, -2);
+    }
+    if (lua_type(L, -1) != LUA_TSTRING) {
+        lua_pop(L, 1);
+        lua_getfield(L, -1, "message");
+    }
+    if (lua_type(L, -1) == LUA_TSTRING) {
+        size_t n;
+        const char *s = lua_tolstring(L, -1, &n);
+        push_one_line(L, s, n, SERVER_MESSAGE_MAX);
+        found = 1;
+    }
+    lua_replace(L, top + 1);
+    lua_settop(L, top + found);
+    return found;
+}
+
+static void set_string(lua_State *L, const char *field, const char *value)
+{
+    if (value == NULL)
+        return;
+    lua_pushstring(L, value);
+    lua_setfield(L, -2, field);
+}
+
+static void set_number(lua_State *L, const char *field, double value)
+{
+#if HM_HAS_INTEGERS
+    if (value == (double)(lua_Integer)value) {
+        lua_pushinteger(L, (lua_Integer)value);
+        lua_setfield(L, -2, field);
+        return;
+    }
+#endif
+    lua_pushnumber(L, value);
+    lua_setfield(L, -2, field);
+}
+
+/* Push nil, message, err for a request that failed with kind. detail is the
+ * transport's or decoder's description (NULL for http). Returns 3. */
+int hm_push_failure(lua_State *L, hm_request *req, hm_kind kind, const char *detail)
+{
+    int has_response = req->status > 0 && kind != HM_KIND_CANCELLED;
+    int err_idx;
+
+    lua_pushnil(L);
+    lua_pushnil(L); /* the message, filled in last */
+    lua_newtable(L);
+    err_idx = lua_gettop(L);
+
+    set_string(L, "kind", hm_kind_name(kind));
+    set_string(L, "method", "GET");
+    set_string(L, "path", req->path);
+    set_number(L, "attempts", req->attempts);
+    lua_pushboolean(L, kind != HM_KIND_CANCELLED && req->retryable);
+    lua_setfield(L, err_idx, "retryable");
+
+    if (has_response) {
+        set_number(L, "status", (double)req->status);
+        set_string(L, "request_id", req->request_id);
+        if (req->status >= 300 && req->status < 400)
+            set_string(L, "location", req->location);
+        lua_pushlstring(L, req->body.data ? req->body.data : "",
+                        req->body.len < HM_BODY_IN_ERROR ? req->body.len : HM_BODY_IN_ERROR);
+        lua_setfield(L, err_idx, "body");
+    }
+    if (req->retry_after >= 0 && has_response)
+        set_number(L, "retry_after", req->retry_after);
+    if (req->curl_code != CURLE_OK && kind != HM_KIND_CANCELLED) {
+        set_number(L, "curl_code", (double)req->curl_code);
+    }
+
+    /* err.message: the server's words for http, else the description. */
+    if (kind == HM_KIND_HTTP) {
+        const char *reason = req->reason[0] ? req->reason : standard_reason(req->status);
+        if (!push_server_message(L, req)) {
+            if (reason != NULL)
+                lua_pushstring(L, reason);
+            else
+                lua_pushfstring(L, "HTTP %d", (int)req->status);
+        }
+    } else {
+        push_one_line(L, detail ? detail : hm_kind_name(kind), strlen(detail ? detail : hm_kind_name(kind)),
+                      SERVER_MESSAGE_MAX);
+    }
+    lua_setfield(L, err_idx, "message");
+
+    /* The one-line message. */
+    {
+        luaL_Buffer b;
+        luaL_buffinit(L, &b);
+        lua_pushfstring(L, "heymarket: GET %s: ", req->path);
+        luaL_addvalue(&b);
+        if (kind == HM_KIND_HTTP)
+            lua_pushfstring(L, "HTTP %d: ", (int)req->status);
+        else
+            lua_pushfstring(L, "%s: ", hm_kind_name(kind));
+        luaL_addvalue(&b);
+        lua_getfield(L, err_idx, "message");
+        luaL_addvalue(&b);
+        if (kind == HM_KIND_HTTP && req->status >= 300 && req->status < 400 && req->location) {
+            lua_pushfstring(L, " (redirect to %s not followed)", req->location);
+            luaL_addvalue(&b);
+        }
+        if (req->attempts > 1) {
+            lua_pushfstring(L, " (after %d attempts)", req->attempts);
+            luaL_addvalue(&b);
+        }
+        luaL_pushresult(&b);
+    }
+    lua_replace(L, err_idx - 1);
+    return 3;
+}

@@ -1,0 +1,146 @@
+/* heymarket internal header: the types every part of the C module shares.
+ * Include it first in every source file (it sets the feature macros). */
+#ifndef HM_H
+#define HM_H
+
+#define _POSIX_C_SOURCE 200809L
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <curl/curl.h>
+
+#include "compat.h"
+
+#define HM_VERSION "0.1.0"
+#define HM_CLIENT_MT "heymarket.Client"
+#define HM_REQUEST_MT "heymarket.Request"
+
+/* Only luaopen_heymarket is exported; the rest of the shared functions stay
+ * inside the shared object. */
+#if defined(__GNUC__)
+#define HM_INTERNAL __attribute__((visibility("hidden")))
+#else
+#define HM_INTERNAL
+#endif
+
+#define HM_BODY_IN_ERROR 4096 /* err.body keeps at most this much */
+
+/* Slots of the module state table, the upvalue every C function shares. */
+#define HM_STATE_DECODE "decode"     /* private cjson.decode (or vim.json.decode) */
+#define HM_STATE_JNULL "decoder_null" /* the decoder's null sentinel */
+#define HM_STATE_UA "ua"             /* "heymarket-lua/V (Lua V; libcurl/V)" */
+#define HM_STATE_DEFAULT "default"   /* the default client, made on first use */
+#define HM_STATE_IDX lua_upvalueindex(1)
+
+typedef struct hm_buf {
+    char *data;
+    size_t len, cap;
+} hm_buf;
+
+typedef enum hm_kind {
+    HM_OK = 0,
+    HM_KIND_HTTP,
+    HM_KIND_TIMEOUT,
+    HM_KIND_NETWORK,
+    HM_KIND_TLS,
+    HM_KIND_DECODE,
+    HM_KIND_TOO_LARGE,
+    HM_KIND_CANCELLED
+} hm_kind;
+
+typedef enum hm_shape {
+    HM_SHAPE_ANY = 0,
+    HM_SHAPE_ARRAY,
+    HM_SHAPE_OBJECT
+} hm_shape;
+
+typedef enum hm_state {
+    HM_QUEUED,  /* waiting for its start time (first attempt or a retry) */
+    HM_RUNNING, /* its easy handle is in the multi handle */
+    HM_DONE
+} hm_state;
+
+typedef struct hm_client hm_client;
+typedef struct hm_request hm_request;
+
+struct hm_client {
+    CURLM *multi;             /* made lazily, so a client built before fork() has none */
+    pid_t pid;                /* the process that owns multi */
+    int closed;
+    char *base_url;           /* without trailing '/'; kept until __gc for tostring */
+    char *api_key;            /* zeroed before it is freed */
+    char *user_agent;
+    char *ca_file, *ca_path, *proxy;
+    struct curl_slist *headers; /* Authorization and Accept */
+    long timeout_ms, connect_timeout_ms;
+    int max_retries;
+    double max_retry_wait;
+    size_t max_response;
+    int keep_null;
+    uint64_t rng;
+    hm_request *active;       /* requests not yet done, linked through next/prev */
+};
+
+struct hm_request {
+    hm_client *client;        /* stays valid: the request holds a reference to the client */
+    int client_ref;           /* registry reference keeping the client userdata alive */
+    int result_ref;           /* registry reference to the cached result, once pushed */
+    int linked;               /* in client->active */
+    hm_request *next, *prev;
+    hm_state state;
+    hm_shape shape;
+    char *path;               /* as the caller named it, e.g. "/v1/inboxes" */
+    char *url;
+    CURL *easy;
+    double start_at;          /* monotonic seconds: when a queued attempt may start */
+    int attempts;
+
+    /* What the latest attempt saw. */
+    hm_buf body;
+    int too_large;
+    int out_of_memory;
+    long status;
+    char reason[64];          /* the status line's reason phrase */
+    char *request_id;
+    char *location;
+    double retry_after;       /* seconds, or < 0 when absent */
+    CURLcode curl_code;
+    char errbuf[CURL_ERROR_SIZE];
+
+    /* The outcome, once done. */
+    hm_kind kind;
+    int retryable;
+    char detail[256];         /* transport description, for non-http failures */
+};
+
+/* heymarket.c: the one exported symbol */
+int luaopen_heymarket(lua_State *L);
+
+/* transfer.c: the request state machine driven by the client's multi handle */
+HM_INTERNAL double hm_now(void);
+HM_INTERNAL void hm_request_begin(hm_request *req);
+HM_INTERNAL void hm_client_step(hm_client *c);
+HM_INTERNAL void hm_client_wait(hm_client *c, hm_request *req, double deadline);
+HM_INTERNAL void hm_request_finish(hm_request *req, hm_kind kind, const char *detail);
+HM_INTERNAL void hm_request_release(hm_request *req);
+HM_INTERNAL void hm_client_shutdown(hm_client *c);
+
+/* client.c: options, the Client and Request userdata */
+HM_INTERNAL void hm_client_open(lua_State *L);
+HM_INTERNAL hm_client *hm_client_new(lua_State *L, int opts_idx);
+HM_INTERNAL void hm_client_close(hm_client *c);
+HM_INTERNAL int hm_client_call(lua_State *L, hm_client *c, int client_idx,
+                               const char *path, hm_shape shape);
+
+/* json.c: decoding and normalising */
+HM_INTERNAL int hm_json_setup(lua_State *L);
+HM_INTERNAL int hm_json_decode(lua_State *L, hm_request *req, int keep_null);
+
+/* errors.c: the nil, message, err triple */
+HM_INTERNAL int hm_push_failure(lua_State *L, hm_request *req, hm_kind kind,
+                                const char *detail);
+HM_INTERNAL const char *hm_kind_name(hm_kind kind);
+
+#endif

@@ -1,0 +1,613 @@
+/* The request state machine: every request of a client is driven by the
+ * client's curl multi handle. Blocking calls start a request and wait for it;
+ * the non-blocking API steps the same machine without waiting.
+ * No Lua runs here: libcurl callbacks only copy bytes into C buffers. */
+#include "hm.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define BACKOFF_BASE 0.5 /* seconds */
+#define BACKOFF_CAP 8.0
+
+double hm_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int buf_append(hm_buf *b, const char *p, size_t n)
+{
+    if (n > b->cap - b->len) {
+        size_t cap = b->cap ? b->cap : 4096;
+        char *grown;
+        while (cap - b->len < n) {
+            if (cap > ((size_t)-1) / 2)
+                return 0;
+            cap *= 2;
+        }
+        grown = realloc(b->data, cap);
+        if (grown == NULL)
+            return 0;
+        b->data = grown;
+        b->cap = cap;
+    }
+    memcpy(b->data + b->len, p, n);
+    b->len += n;
+    return 1;
+}
+
+static int ascii_lower(int ch)
+{
+    return (ch >= 'A' && ch <= 'Z') ? ch - 'A' + 'a' : ch;
+}
+
+/* Does the header line start with name (lower case, including ':')? */
+static int header_is(const char *line, size_t len, const char *name)
+{
+    size_t i, n = strlen(name);
+    if (len < n)
+        return 0;
+    for (i = 0; i < n; i++)
+        if (ascii_lower((unsigned char)line[i]) != name[i])
+            return 0;
+    return 1;
+}
+
+static char *dup_trimmed(const char *p, size_t n)
+{
+    char *s;
+    while (n > 0 && (*p == ' ' || *p == '\t')) {
+        p++;
+        n--;
+    }
+    while (n > 0 && (p[n - 1] == ' ' || p[n - 1] == '\t'))
+        n--;
+    s = malloc(n + 1);
+    if (s != NULL) {
+        memcpy(s, p, n);
+        s[n] = '\0';
+    }
+    return s;
+}
+
+/* Retry-After is delta-seconds or an HTTP-date; returns seconds, < 0 if unreadable. */
+static double parse_retry_after(const char *value)
+{
+    const char *p = value;
+    if (*p == '\0')
+        return -1;
+    while (*p >= '0' && *p <= '9')
+        p++;
+    if (*p == '\0')
+        return strtod(value, NULL);
+    {
+        time_t when = curl_getdate(value, NULL);
+        double delta;
+        if (when == (time_t)-1)
+            return -1;
+        delta = difftime(when, time(NULL));
+        return delta > 0 ? delta : 0;
+    }
+}
+
+static void reset_response_headers(hm_request *req)
+{
+    free(req->request_id);
+    free(req->location);
+    req->request_id = NULL;
+    req->location = NULL;
+    req->reason[0] = '\0';
+    req->retry_after = -1;
+}
+
+static size_t on_header(char *line, size_t size, size_t nitems, void *ud)
+{
+    hm_request *req = ud;
+    size_t total = size * nitems, len = total;
+    char **slot = NULL;
+    size_t skip = 0;
+
+    while (len > 0 && (line[len - 1] == '\r' || line[len - 1] == '\n'))
+        len--;
+    if (header_is(line, len, "http/")) {
+        /* A new response (after 100 Continue, or a proxy's CONNECT). */
+        const char *sp = memchr(line, ' ', len), *reason = NULL;
+        size_t rlen = 0;
+        reset_response_headers(req);
+        if (sp != NULL)
+            sp = memchr(sp + 1, ' ', len - (size_t)(sp + 1 - line));
+        if (sp != NULL) {
+            reason = sp + 1;
+            rlen = len - (size_t)(reason - line);
+            if (rlen >= sizeof req->reason)
+                rlen = sizeof req->reason - 1;
+            memcpy(req->reason, reason, rlen);
+            req->reason[rlen] = '\0';
+        }
+        return total;
+    }
+    if (header_is(line, len, "x-request-id:")) {
+        slot = &req->request_id;
+        skip = 13;
+    } else if (header_is(line, len, "request-id:")) {
+        slot = &req->request_id;
+        skip = 11;
+    } else if (header_is(line, len, "location:")) {
+        slot = &req->location;
+        skip = 9;
+    } else if (header_is(line, len, "retry-after:")) {
+        char *value = dup_trimmed(line + 12, len - 12);
+        if (value != NULL) {
+            req->retry_after = parse_retry_after(value);
+            free(value);
+        }
+        return total;
+    }
+    if (slot != NULL) {
+        free(*slot);
+        *slot = dup_trimmed(line + skip, len - skip);
+    }
+    return total;
+}
+
+static size_t on_body(char *data, size_t size, size_t nmemb, void *ud)
+{
+    hm_request *req = ud;
+    size_t n = size * nmemb;
+    if (n > req->client->max_response - req->body.len) {
+        req->too_large = 1;
+        return 0;
+    }
+    if (!buf_append(&req->body, data, n)) {
+        req->out_of_memory = 1;
+        return 0;
+    }
+    return n;
+}
+
+/* Where the response repeats the API key (an echoing error page, say), it is
+ * replaced before anything reaches Lua. */
+static const char REDACTED[] = "[redacted]";
+
+static const char *find_bytes(const char *hay, size_t n, const char *needle, size_t k)
+{
+    const char *p = hay, *end = hay + n;
+    while (k <= (size_t)(end - p)) {
+        const char *hit = memchr(p, needle[0], (size_t)(end - p) - k + 1);
+        if (hit == NULL)
+            return NULL;
+        if (memcmp(hit, needle, k) == 0)
+            return hit;
+        p = hit + 1;
+    }
+    return NULL;
+}
+
+/* A copy of s (n bytes) with every key replaced, in *out_n bytes plus a NUL;
+ * NULL when the key is absent. Without memory for the copy, the key is
+ * overwritten in place instead, and NULL returned. */
+static char *redact(char *s, size_t n, const char *key, size_t *out_n)
+{
+    size_t k = strlen(key), count = 0, len;
+    const char *p = s, *hit;
+    char *copy, *q;
+    if (s == NULL || k == 0)
+        return NULL;
+    while ((hit = find_bytes(p, n - (size_t)(p - s), key, k)) != NULL) {
+        count++;
+        p = hit + k;
+    }
+    if (count == 0)
+        return NULL;
+    len = n - count * k + count * (sizeof REDACTED - 1);
+    copy = malloc(len + 1);
+    if (copy == NULL) {
+        for (p = s; (hit = find_bytes(p, n - (size_t)(p - s), key, k)) != NULL; p = hit + k)
+            memset(s + (hit - s), '*', k);
+        return NULL;
+    }
+    for (p = s, q = copy; (hit = find_bytes(p, n - (size_t)(p - s), key, k)) != NULL; p = hit + k) {
+        memcpy(q, p, (size_t)(hit - p));
+        q += hit - p;
+        memcpy(q, REDACTED, sizeof REDACTED - 1);
+        q += sizeof REDACTED - 1;
+    }
+    memcpy(q, p, n - (size_t)(p - s));
+    copy[len] = '\0';
+    *out_n = len;
+    return copy;
+}
+
+static void redact_string(char **s, const char *key)
+{
+    size_t n;
+    char *clean = *s ? redact(*s, strlen(*s), key, &n) : NULL;
+    if (clean != NULL) {
+        free(*s);
+        *s = clean;
+    }
+}
+
+static void redact_array(char *s, size_t cap, const char *key)
+{
+    size_t n;
+    char *clean = redact(s, strlen(s), key, &n);
+    if (clean != NULL) {
+        if (n >= cap)
+            n = cap - 1;
+        memcpy(s, clean, n);
+        s[n] = '\0';
+        free(clean);
+    }
+}
+
+static void redact_response(hm_request *req)
+{
+    const char *key = req->client->api_key;
+    size_t n;
+    char *body;
+    if (key == NULL)
+        return;
+    body = redact(req->body.data, req->body.len, key, &n);
+    if (body != NULL) {
+        free(req->body.data);
+        req->body.data = body;
+        req->body.len = req->body.cap = n;
+    }
+    redact_string(&req->request_id, key);
+    redact_string(&req->location, key);
+    redact_array(req->reason, sizeof req->reason, key);
+    redact_array(req->detail, sizeof req->detail, key);
+}
+
+static uint64_t next_random(hm_client *c)
+{
+    /* xorshift64*: enough for jitter, and private to the client */
+    uint64_t x = c->rng;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    c->rng = x;
+    return x * UINT64_C(2685821657736338717);
+}
+
+/* Full jitter: a uniform wait in [0, min(cap, base * 2^(retry - 1))]. */
+static double backoff(hm_client *c, int retry)
+{
+    double ceiling = BACKOFF_BASE * ldexp(1.0, retry - 1);
+    if (ceiling > BACKOFF_CAP)
+        ceiling = BACKOFF_CAP;
+    return ceiling * ((double)(next_random(c) >> 11) / 9007199254740992.0);
+}
+
+/* A client used in a process other than the one that made its handles (a
+ * fork, as nginx does after init_by_lua) abandons them: cleaning them up would
+ * close the parent's sockets. */
+static void check_fork(hm_client *c)
+{
+    pid_t pid = getpid();
+    hm_request *r;
+    if (c->pid == pid)
+        return;
+    c->multi = NULL;
+    c->pid = pid;
+    while ((r = c->active) != NULL) {
+        r->easy = NULL;
+        hm_request_finish(r, HM_KIND_CANCELLED, "the process forked while the request was in flight");
+    }
+}
+
+static int ensure_multi(hm_client *c)
+{
+    check_fork(c);
+    if (c->multi == NULL)
+        c->multi = curl_multi_init();
+    return c->multi != NULL;
+}
+
+static void drop_easy(hm_request *req)
+{
+    if (req->easy == NULL)
+        return;
+    if (req->client->multi != NULL && req->client->pid == getpid()) {
+        curl_multi_remove_handle(req->client->multi, req->easy);
+        curl_easy_cleanup(req->easy);
+    }
+    req->easy = NULL;
+}
+
+static void unlink_request(hm_request *req)
+{
+    hm_client *c = req->client;
+    if (!req->linked)
+        return;
+    if (req->prev != NULL)
+        req->prev->next = req->next;
+    else
+        c->active = req->next;
+    if (req->next != NULL)
+        req->next->prev = req->prev;
+    req->next = req->prev = NULL;
+    req->linked = 0;
+}
+
+void hm_request_finish(hm_request *req, hm_kind kind, const char *detail)
+{
+    drop_easy(req);
+    unlink_request(req);
+    req->state = HM_DONE;
+    req->kind = kind;
+    if (kind == HM_KIND_CANCELLED)
+        req->retryable = 0;
+    if (detail != NULL) {
+        strncpy(req->detail, detail, sizeof req->detail - 1);
+        req->detail[sizeof req->detail - 1] = '\0';
+    }
+}
+
+static CURL *make_easy(hm_request *req)
+{
+    hm_client *c = req->client;
+    CURL *e = curl_easy_init();
+    int ok;
+    if (e == NULL)
+        return NULL;
+    ok = curl_easy_setopt(e, CURLOPT_URL, req->url) == CURLE_OK
+      && curl_easy_setopt(e, CURLOPT_HTTPGET, 1L) == CURLE_OK
+      && curl_easy_setopt(e, CURLOPT_HTTPHEADER, c->headers) == CURLE_OK
+      && curl_easy_setopt(e, CURLOPT_USERAGENT, c->user_agent) == CURLE_OK
+      && curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "") == CURLE_OK
+      && curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L) == CURLE_OK
+      && curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, c->timeout_ms) == CURLE_OK
+      && curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, c->connect_timeout_ms) == CURLE_OK
+      && curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https") == CURLE_OK
+      && curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https") == CURLE_OK
+      && curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L) == CURLE_OK
+      && curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L) == CURLE_OK
+      && curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L) == CURLE_OK
+      && curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L) == CURLE_OK
+      && curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body) == CURLE_OK
+      && curl_easy_setopt(e, CURLOPT_WRITEDATA, req) == CURLE_OK
+      && curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header) == CURLE_OK
+      && curl_easy_setopt(e, CURLOPT_HEADERDATA, req) == CURLE_OK
+      && curl_easy_setopt(e, CURLOPT_ERRORBUFFER, req->errbuf) == CURLE_OK
+      && curl_easy_setopt(e, CURLOPT_PRIVATE, req) == CURLE_OK
+      && (c->ca_file == NULL || curl_easy_setopt(e, CURLOPT_CAINFO, c->ca_file) == CURLE_OK)
+      && (c->ca_path == NULL || curl_easy_setopt(e, CURLOPT_CAPATH, c->ca_path) == CURLE_OK)
+      && (c->proxy == NULL || curl_easy_setopt(e, CURLOPT_PROXY, c->proxy) == CURLE_OK);
+    if (!ok) {
+        curl_easy_cleanup(e);
+        return NULL;
+    }
+    return e;
+}
+
+static void start_attempt(hm_request *req)
+{
+    hm_client *c = req->client;
+    reset_response_headers(req);
+    req->body.len = 0;
+    req->too_large = req->out_of_memory = 0;
+    req->status = 0;
+    req->curl_code = CURLE_OK;
+    req->errbuf[0] = '\0';
+    req->attempts++;
+    if (!ensure_multi(c)) {
+        hm_request_finish(req, HM_KIND_NETWORK, "could not create a curl multi handle");
+        return;
+    }
+    req->easy = make_easy(req);
+    if (req->easy == NULL) {
+        hm_request_finish(req, HM_KIND_NETWORK, "could not set up a curl handle");
+        return;
+    }
+    if (curl_multi_add_handle(c->multi, req->easy) != CURLM_OK) {
+        curl_easy_cleanup(req->easy);
+        req->easy = NULL;
+        hm_request_finish(req, HM_KIND_NETWORK, "could not add the transfer to the multi handle");
+        return;
+    }
+    req->state = HM_RUNNING;
+}
+
+static int is_tls_error(CURLcode code)
+{
+    switch (code) {
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CERTPROBLEM:
+    case CURLE_SSL_CIPHER:
+    case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_SSL_ENGINE_NOTFOUND:
+    case CURLE_SSL_ENGINE_SETFAILED:
+    case CURLE_SSL_ENGINE_INITFAILED:
+    case CURLE_SSL_SHUTDOWN_FAILED:
+    case CURLE_SSL_CRL_BADFILE:
+    case CURLE_SSL_ISSUER_ERROR:
+    case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+    case CURLE_SSL_INVALIDCERTSTATUS:
+    case CURLE_SSL_CLIENTCERT:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+static int is_retryable_status(long status)
+{
+    return status == 408 || status == 429 || status == 500 || status == 502
+        || status == 503 || status == 504;
+}
+
+/* Classify a finished attempt; either queue a retry or finish the request. */
+static void complete_attempt(hm_request *req, CURLcode code)
+{
+    hm_client *c = req->client;
+    hm_kind kind = HM_OK;
+    int retryable = 0;
+    const char *detail = NULL;
+    double wait;
+
+    curl_easy_getinfo(req->easy, CURLINFO_RESPONSE_CODE, &req->status);
+    req->curl_code = code;
+    drop_easy(req);
+
+    if (req->too_large) {
+        kind = HM_KIND_TOO_LARGE;
+        detail = "response body is larger than max_response";
+    } else if (req->out_of_memory) {
+        kind = HM_KIND_NETWORK;
+        detail = "out of memory while reading the response";
+    } else if (code == CURLE_OPERATION_TIMEDOUT) {
+        kind = HM_KIND_TIMEOUT;
+        retryable = 1;
+    } else if (is_tls_error(code)) {
+        kind = HM_KIND_TLS;
+    } else if (code != CURLE_OK) {
+        kind = HM_KIND_NETWORK;
+        retryable = code != CURLE_UNSUPPORTED_PROTOCOL && code != CURLE_URL_MALFORMAT
+                 && code != CURLE_NOT_BUILT_IN && code != CURLE_BAD_FUNCTION_ARGUMENT;
+    } else if (req->status < 200 || req->status > 299) {
+        kind = HM_KIND_HTTP;
+        retryable = is_retryable_status(req->status);
+    }
+    if (code != CURLE_OK && detail == NULL)
+        detail = req->errbuf[0] ? req->errbuf : curl_easy_strerror(code);
+    req->retryable = retryable;
+
+    if (!retryable || req->attempts > c->max_retries
+        || (req->retry_after >= 0 && req->retry_after > c->max_retry_wait)) {
+        hm_request_finish(req, kind, detail);
+        redact_response(req);
+        return;
+    }
+    wait = req->retry_after >= 0 ? req->retry_after : backoff(c, req->attempts);
+    req->state = HM_QUEUED;
+    req->start_at = hm_now() + wait;
+}
+
+void hm_request_begin(hm_request *req)
+{
+    hm_client *c = req->client;
+    check_fork(c);
+    req->next = c->active;
+    req->prev = NULL;
+    if (c->active != NULL)
+        c->active->prev = req;
+    c->active = req;
+    req->linked = 1;
+    req->state = HM_QUEUED;
+    req->start_at = hm_now();
+    hm_client_step(c);
+}
+
+/* Do whatever is ready for every request of the client, without waiting. */
+void hm_client_step(hm_client *c)
+{
+    int rounds;
+    check_fork(c);
+    /* A retry due at once is started in the same step; the bound keeps a
+     * zero Retry-After from spinning here. */
+    for (rounds = 0; rounds < 4; rounds++) {
+        hm_request *r, *next;
+        int running, queued_now = 0;
+        CURLMsg *msg;
+        double now = hm_now();
+
+        for (r = c->active; r != NULL; r = next) {
+            next = r->next;
+            if (r->state == HM_QUEUED && r->start_at <= now)
+                start_attempt(r);
+        }
+        if (c->multi == NULL)
+            return;
+        curl_multi_perform(c->multi, &running);
+        while ((msg = curl_multi_info_read(c->multi, &running)) != NULL) {
+            hm_request *done = NULL;
+            if (msg->msg != CURLMSG_DONE)
+                continue;
+            curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&done);
+            if (done != NULL)
+                complete_attempt(done, msg->data.result);
+        }
+        for (r = c->active; r != NULL; r = r->next)
+            if (r->state == HM_QUEUED && r->start_at <= hm_now())
+                queued_now = 1;
+        if (!queued_now)
+            return;
+    }
+}
+
+static void sleep_for(double seconds)
+{
+    struct timespec ts;
+    if (seconds <= 0)
+        return;
+    ts.tv_sec = (time_t)seconds;
+    ts.tv_nsec = (long)((seconds - (double)ts.tv_sec) * 1e9);
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+}
+
+/* Drive the client until req is done or the monotonic deadline (< 0: none)
+ * passes. Other requests of the client make progress too. */
+void hm_client_wait(hm_client *c, hm_request *req, double deadline)
+{
+    for (;;) {
+        double now, wait = 1.0;
+        hm_request *r;
+
+        hm_client_step(c);
+        if (req->state == HM_DONE)
+            return;
+        now = hm_now();
+        if (deadline >= 0) {
+            if (now >= deadline)
+                return;
+            if (deadline - now < wait)
+                wait = deadline - now;
+        }
+        for (r = c->active; r != NULL; r = r->next)
+            if (r->state == HM_QUEUED && r->start_at - now < wait)
+                wait = r->start_at - now;
+        if (wait < 0)
+            wait = 0;
+        if (c->multi != NULL)
+            curl_multi_poll(c->multi, NULL, 0, (int)ceil(wait * 1000.0), NULL);
+        else
+            sleep_for(wait);
+    }
+}
+
+/* Called by __gc: whatever state the request is in, let go of it. */
+void hm_request_release(hm_request *req)
+{
+    if (req->client != NULL) {
+        drop_easy(req);
+        unlink_request(req);
+    }
+    reset_response_headers(req);
+    free(req->body.data);
+    free(req->path);
+    free(req->url);
+    req->body.data = req->path = req->url = NULL;
+    req->body.len = req->body.cap = 0;
+}
+
+/* Finish every request of the client as cancelled and free its handles. */
+void hm_client_shutdown(hm_client *c)
+{
+    hm_request *r;
+    check_fork(c);
+    while ((r = c->active) != NULL)
+        hm_request_finish(r, HM_KIND_CANCELLED, "the client was closed");
+    if (c->multi != NULL)
+        curl_multi_cleanup(c->multi);
+    c->multi = NULL;
+}
