@@ -1,0 +1,103 @@
+-- CONTRACT.md "Results"
+local fixture = require("spec.support.fixture")
+local util = require("spec.support.util")
+local heymarket = require("heymarket")
+
+describe("Results", function()
+  local srv
+  setup(function() srv = fixture.start() end)
+  teardown(function() if srv then srv:stop() end end)
+
+  it("decode the documented inboxes example", function()
+    local inboxes = assert(util.client(srv):inboxes())
+    assert.same({
+      { id = 413, name = "Support", team = 7, members = { 1, 2, 5 }, phones = { "14155550100" },
+        phone = "14155550100", auto_assignable = true, widget_code = "abc123",
+        allowed_domains = { "example.com" }, invited = true },
+    }, inboxes)
+  end)
+
+  it("decode the documented team example", function()
+    local team = assert(util.client(srv):team())
+    assert.same({
+      id = 7, name = "Acme Support", list_size = 10000,
+      members = { { id = 1, name = "Alice Smith", role = "admin" },
+                  { id = 2, name = "Bob Jones", role = "member" } },
+    }, team)
+  end)
+
+  if math.type then
+    it("make integral numbers Lua integers on 5.3+", function()
+      local n = assert(util.client(srv, "/t/numbers/x"):team())
+      assert.equals("integer", math.type(n.int))
+      assert.equals("413", tostring(n.int))
+      assert.equals("integer", math.type(n.neg))
+      assert.equals("integer", math.type(n.zero))
+      assert.equals("integer", math.type(n.exp))
+      assert.equals(1000, n.exp)
+      assert.equals("integer", math.type(n.big))
+      assert.equals(9007199254740992, n.big)
+      assert.equals("float", math.type(n.float))
+      assert.equals(1.5, n.float)
+      assert.equals("integer", math.type(n.list[1]))
+      assert.equals("float", math.type(n.list[2]))
+      local inboxes = assert(util.client(srv):inboxes())
+      assert.equals("integer", math.type(inboxes[1].id))
+      assert.equals("integer", math.type(inboxes[1].members[3]))
+    end)
+  end
+
+  it("keep numbers as numbers on every Lua", function()
+    local n = assert(util.client(srv, "/t/numbers/x"):team())
+    assert.equals(413, n.int)
+    assert.equals(-7, n.neg)
+    assert.equals(1.5, n.float)
+    assert.same({ 1, 2.25, 3 }, n.list)
+  end)
+
+  it("drop a JSON null in an object, so the key reads as nil", function()
+    local inboxes = assert(util.client(srv, "/t/nulls/x"):inboxes())
+    assert.is_nil(inboxes[1].forward_number)
+    assert.is_nil(inboxes[1].nested.a)
+    local has_key = false
+    for k in pairs(inboxes[1]) do has_key = has_key or k == "forward_number" end
+    assert.is_false(has_key)
+  end)
+
+  it("keep a null inside an array as heymarket.null, so lengths hold", function()
+    local inboxes = assert(util.client(srv, "/t/nulls/x"):inboxes())
+    assert.equals(2, #inboxes)
+    assert.equals(heymarket.null, inboxes[2])
+    assert.equals(3, #inboxes[1].members)
+    assert.equals(heymarket.null, inboxes[1].members[2])
+    assert.equals(heymarket.null, inboxes[1].nested.b[1])
+    assert.equals(2, inboxes[1].nested.b[2])
+  end)
+
+  it("keep nulls in objects as heymarket.null with keep_null = true", function()
+    local inboxes = assert(util.client(srv, "/t/nulls/x", { keep_null = true }):inboxes())
+    assert.equals(heymarket.null, inboxes[1].forward_number)
+    assert.equals(heymarket.null, inboxes[1].nested.a)
+    assert.equals(heymarket.null, inboxes[1].members[2])
+    assert.same({}, assert(util.client(srv, "/t/nulls/x"):team()).members)
+  end)
+
+  it("require a JSON array for inboxes() and an object for team()", function()
+    local c = util.client(srv, "/t/wrongshape/x")
+    local res, msg, err = c:inboxes()
+    assert.is_nil(res)
+    assert.equals("decode", err.kind)
+    assert.equals("heymarket: GET /v1/inboxes: decode: expected a JSON array, got an object", msg)
+    assert.equals('{"id":1}', err.body)
+    res, msg, err = c:team()
+    assert.is_nil(res)
+    assert.equals("decode", err.kind)
+    assert.equals("heymarket: GET /v1/team: decode: expected a JSON object, got an array", msg)
+  end)
+
+  it("let get() return any JSON", function()
+    local c = util.client(srv, "/t/wrongshape/x")
+    assert.same({ id = 1 }, assert(c:get("/v1/inboxes")))
+    assert.same({ 1, 2 }, assert(c:get("/v1/team")))
+  end)
+end)
