@@ -1,0 +1,205 @@
+-- CONTRACT.md "Non-blocking use": request objects in plain Lua
+local fixture = require("spec.support.fixture")
+local util = require("spec.support.util")
+
+describe("Non-blocking use", function()
+  local srv
+  setup(function() srv = fixture.start() end)
+  teardown(function() if srv then srv:stop() end end)
+
+  local function poll_until_done(reqs, limit)
+    local deadline = util.now() + (limit or 10)
+    local left = #reqs
+    while left > 0 and util.now() < deadline do
+      left = 0
+      for _, r in ipairs(reqs) do
+        if not r:poll() then left = left + 1 end
+      end
+    end
+    return left == 0
+  end
+
+  describe("client:inboxes_async(), team_async(), get_async(path)", function()
+    it("return at once with a request object", function()
+      local c = util.client(srv, "/t/sleep/500")
+      local t0 = util.now()
+      local a, b, g = c:inboxes_async(), c:team_async(), c:get_async("/v1/team")
+      assert.is_true(util.now() - t0 < 0.2)
+      assert.matches("^heymarket%.Request %(GET /v1/inboxes, %a+%)$", tostring(a))
+      assert.is_false(a:poll())
+      assert.is_true(poll_until_done({ a, b, g }))
+      assert.equals("Support", (a:result())[1].name)
+      assert.equals(7, (b:result()).id)
+      assert.equals(10000, (g:result()).list_size)
+    end)
+
+    it("validate the path like get()", function()
+      local c = util.client(srv)
+      assert.has_error(function() c:get_async("v1") end,
+        "bad argument #1 to 'get_async' (path must start with '/')")
+    end)
+  end)
+
+  describe("req:poll()", function()
+    it("never blocks", function()
+      local req = util.client(srv, "/t/sleep/1000"):inboxes_async()
+      local slowest = 0
+      while not req:poll() do
+        local t0 = util.now()
+        req:poll()
+        slowest = math.max(slowest, util.now() - t0)
+      end
+      assert.is_true(slowest < 0.1, "a poll took " .. slowest)
+      assert.is_table((req:result()))
+    end)
+
+    it("runs retries and their waits without sleeping", function()
+      local c = util.client(srv, "/t/once/429-" .. srv:token(), { max_retries = 2 })
+      local req = c:inboxes_async()
+      local polls, slowest = 0, 0
+      local t0 = util.now()
+      repeat
+        local p0 = util.now()
+        local done = req:poll()
+        slowest = math.max(slowest, util.now() - p0)
+        polls = polls + 1
+      until done or util.now() - t0 > 5
+      assert.is_true(util.now() - t0 >= 0.9, "Retry-After: 1 was honoured")
+      assert.is_true(slowest < 0.1, "a poll took " .. slowest)
+      assert.is_true(polls > 10)
+      assert.equals(413, (req:result())[1].id)
+    end)
+  end)
+
+  describe("req:wait([seconds])", function()
+    it("blocks until finished or until seconds pass", function()
+      local req = util.client(srv, "/t/sleep/600"):inboxes_async()
+      local t0 = util.now()
+      assert.is_false(req:wait(0.1))
+      local waited = util.now() - t0
+      assert.is_true(waited >= 0.09 and waited < 0.4, "waited " .. waited)
+      assert.is_true(req:wait())
+      assert.is_true(req:wait(0))
+      assert.is_true(req:poll())
+    end)
+
+    it("rejects a negative time", function()
+      local req = util.client(srv):inboxes_async()
+      assert.has_error(function() req:wait(-1) end, "bad argument #1 to 'wait' (seconds must be a number >= 0)")
+      req:wait()
+    end)
+  end)
+
+  describe("req:result()", function()
+    it("returns what the blocking call would have", function()
+      local c = util.client(srv, "", { api_key = "wrong" })
+      local req = c:team_async()
+      req:wait()
+      local res, msg, err = req:result()
+      assert.is_nil(res)
+      assert.equals("heymarket: GET /v1/team: HTTP 401: Invalid API key", msg)
+      assert.equals("http", err.kind)
+      -- the same values on a later call
+      local res2, msg2, err2 = req:result()
+      assert.is_nil(res2)
+      assert.equals(msg, msg2)
+      assert.equals(err, err2)
+    end)
+
+    it("raises if the request has not finished", function()
+      local req = util.client(srv, "/t/sleep/1000"):inboxes_async()
+      assert.has_error(function() req:result() end,
+        "heymarket: request is not finished (call wait() or poll() until true)")
+      req:cancel()
+    end)
+  end)
+
+  describe("req:cancel()", function()
+    it("finishes the request with kind cancelled", function()
+      local req = util.client(srv, "/t/sleep/1000"):inboxes_async()
+      req:cancel()
+      assert.is_true(req:poll())
+      local _, _, err = req:result()
+      assert.equals("cancelled", err.kind)
+      assert.has_no_error(function() req:cancel() end)
+    end)
+
+    it("leaves a finished request as it was", function()
+      local req = util.client(srv):team_async()
+      req:wait()
+      req:cancel()
+      assert.equals(7, (req:result()).id)
+    end)
+  end)
+
+  describe("many requests on one client", function()
+    it("run at once: two 500 ms requests finish in under 750 ms", function()
+      local c = util.client(srv, "/t/sleep/500")
+      local t0 = util.now()
+      local a, b = c:inboxes_async(), c:team_async()
+      assert.is_true(a:wait(5))
+      assert.is_true(b:wait(5))
+      local took = util.now() - t0
+      assert.is_true(took < 0.75, "took " .. took)
+      assert.is_table((a:result()))
+      assert.is_table((b:result()))
+    end)
+
+    it("200 in flight at once all succeed", function()
+      local c = util.client(srv, "/t/sleep/200")
+      local reqs = {}
+      for i = 1, 200 do
+        reqs[i] = (i % 2 == 0) and c:inboxes_async() or c:team_async()
+      end
+      assert.is_true(poll_until_done(reqs, 20))
+      for i, r in ipairs(reqs) do
+        local res, msg = r:result()
+        assert.is_table(res, msg)
+        if i % 2 == 0 then assert.equals(413, res[1].id) else assert.equals(7, res.id) end
+      end
+    end)
+
+    it("share the client's connections", function()
+      local c = util.client(srv, "/t/headers/x")
+      local first = c:get_async("/v1/a")
+      first:wait()
+      local second = c:get_async("/v1/b")
+      second:wait()
+      assert.equals((first:result()).connection, (second:result()).connection)
+    end)
+  end)
+
+  describe("lifetimes", function()
+    it("a request garbage-collected while in flight is cleaned up", function()
+      local c = util.client(srv, "/t/sleep/300")
+      local weak = setmetatable({}, { __mode = "v" })
+      for i = 1, 20 do weak[i] = c:inboxes_async() end
+      collectgarbage()
+      collectgarbage()
+      assert.is_nil(next(weak))
+      -- the client goes on working
+      local req = c:team_async()
+      assert.is_true(req:wait(5))
+      assert.equals(7, (req:result()).id)
+    end)
+
+    it("requests of a closed client finish as cancelled", function()
+      local c = util.client(srv, "/t/sleep/1000")
+      local req = c:inboxes_async()
+      c:close()
+      assert.is_true(req:poll())
+      assert.is_true(req:wait(1))
+      local _, msg, err = req:result()
+      assert.equals("cancelled", err.kind)
+      assert.matches("client was closed", msg, 1, true)
+    end)
+
+    it("a request outlives its client's last reference", function()
+      local req = util.client(srv, "/t/sleep/200"):inboxes_async()
+      collectgarbage()
+      collectgarbage()
+      assert.is_true(req:wait(5))
+      assert.equals(413, (req:result())[1].id)
+    end)
+  end)
+end)
