@@ -30,7 +30,7 @@ MODULE    = $(BUILD)/heymarket.so
 
 # Where each Lua keeps its headers, and how to run busted with it.
 lua_include = $(if $(filter luajit,$(1)),/usr/include/luajit-2.1,/usr/include/$(1))
-busted_for  = $(1) /usr/bin/busted --cpath='build/$(1)/?.so' --lpath='src/?.lua;src/?/init.lua'
+busted_for  = $(1) /usr/bin/busted --cpath="build/$(1)/?.so" --lpath="src/?.lua;src/?/init.lua"
 
 # Packages a fresh Debian 12 needs for the specs and for the demo.
 TEST_PACKAGES = gcc make lua5.1 lua5.2 lua5.3 lua5.4 liblua5.1-0-dev liblua5.2-dev \
@@ -55,13 +55,15 @@ $(MODULE): $(SOURCES) $(HEADERS) Makefile
 	$(CC) $(WARNINGS) $(CFLAGS) -fPIC -I$(call lua_include,$(LUA)) -shared \
 		-o $@ $(SOURCES) $(LIBS)
 
-# One run per Lua version; every version runs even after a failure, and the
-# target fails if any did.
+# Build every version first (the Neovim and nginx specs load the LuaJIT
+# build whichever Lua runs busted), lint, then one spec run per version; every
+# version runs even after a failure, and the target fails if any did.
 test: deps-test
+	@for v in $(VERSIONS); do $(MAKE) --no-print-directory LUA=$$v all || exit 1; done
+	@$(MAKE) --no-print-directory lint
 	@failed=""; \
 	for v in $(VERSIONS); do \
-		echo "==> $$v"; \
-		$(MAKE) --no-print-directory LUA=$$v all || { failed="$$failed $$v"; continue; }; \
+		echo "==> specs under $$v"; \
 		$(call busted_for,$$v) --output=utfTerminal spec 2>&1 | tee build/$$v/spec.log; \
 		[ "$${PIPESTATUS[0]}" = 0 ] || failed="$$failed $$v"; \
 	done; \
@@ -80,7 +82,7 @@ install:
 	luarocks make rockspec/heymarket-scm-1.rockspec --deps-mode=none
 
 lint:
-	luacheck src spec examples tools
+	luacheck -q src spec examples tools
 
 valgrind: deps-test
 	@$(MAKE) --no-print-directory LUA=lua5.4 all

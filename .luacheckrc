@@ -1,0 +1,7 @@
+-- luacheck configuration: `make lint`
+std = "max"
+max_line_length = 120
+files["spec"] = { std = "+busted" }
+files["spec/support/fixture_app.lua"] = { std = "+ngx_lua" }
+files["src/heymarket/resty.lua"] = { std = "+ngx_lua" }
+files["src/heymarket/nvim.lua"] = { read_globals = { "vim" } }
