@@ -87,8 +87,7 @@ lint:
 valgrind: deps-test
 	@$(MAKE) --no-print-directory LUA=lua5.4 all
 	valgrind --quiet --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
-		--show-leak-kinds=definite --suppressions=tools/valgrind.supp \
-		$(call busted_for,lua5.4) spec
+		--show-leak-kinds=definite $(call busted_for,lua5.4) spec
 
 asan: deps-test
 	@mkdir -p build/asan
