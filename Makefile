@@ -29,6 +29,7 @@ BUILD     = build/$(LUA)
 MODULE    = $(BUILD)/heymarket.so
 
 # Where each Lua keeps its headers, and how to run busted with it.
+lua_abi     = $(if $(filter luajit,$(1)),5.1,$(patsubst lua%,%,$(1)))
 lua_include = $(if $(filter luajit,$(1)),/usr/include/luajit-2.1,/usr/include/$(1))
 busted_for  = $(1) /usr/bin/busted --cpath="build/$(1)/?.so" --lpath="src/?.lua;src/?/init.lua"
 
@@ -79,7 +80,7 @@ demo: deps-demo
 	lua5.4 tools/demo.lua
 
 install:
-	luarocks make rockspec/heymarket-scm-1.rockspec --deps-mode=none
+	luarocks --lua-version=$(call lua_abi,$(LUA)) make rockspec/heymarket-scm-1.rockspec --deps-mode=none
 
 lint:
 	luacheck -q src spec examples tools
