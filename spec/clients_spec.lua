@@ -121,6 +121,31 @@ describe("Clients", function()
   end)
 
   describe("option connect_timeout", function()
+    it("limits connecting", function()
+      -- A listener whose accept queue is full: new connections hang in SYN.
+      local socket = require("socket")
+      local server = assert(socket.tcp())
+      assert(server:bind("127.0.0.1", 0))
+      assert(server:listen(0))
+      local _, port = server:getsockname()
+      local fillers = {}
+      for i = 1, 4 do
+        fillers[i] = socket.tcp()
+        fillers[i]:settimeout(0)
+        fillers[i]:connect("127.0.0.1", port)
+      end
+      local c = new({ base_url = "http://127.0.0.1:" .. port, connect_timeout = 0.3, timeout = 10 })
+      local t0 = util.now()
+      local _, msg, err = c:inboxes()
+      local took = util.now() - t0
+      for _, f in ipairs(fillers) do f:close() end
+      server:close()
+      assert.equals("timeout", err.kind)
+      local ms = tonumber(msg:match("after (%d+) ms"))
+      assert.is_true(ms >= 300 and ms < 1500, msg)
+      assert.is_true(took < 3, "took " .. took)
+    end)
+
     it("must be a positive number", function()
       assert.has_no_error(function() new({ connect_timeout = 0.5 }) end)
       assert.has_error(function() new({ connect_timeout = 0 }) end,
