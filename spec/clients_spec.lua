@@ -324,6 +324,11 @@ describe("Clients", function()
       end
       assert.has_error(function() c:get(12) end, "bad argument #1 to 'get' (path must be a string, got number)")
       assert.has_error(function() c:get() end, "bad argument #1 to 'get' (path must be a string, got no value)")
+      local token = srv:token()
+      local counted = new({ base_url = srv.http .. "/t/count/" .. token })
+      assert.has_error(function() counted:get("/v1/team two") end)
+      assert.has_error(function() counted:get("v1/team") end)
+      assert.equals(0, srv:hits(token))
     end)
 
     it("keeps its connection alive between calls", function()

@@ -95,6 +95,12 @@ describe("Results", function()
     assert.equals("heymarket: GET /v1/team: decode: expected a JSON object, got an array", msg)
   end)
 
+  it("decode a gzip-encoded body (the route refuses clients that do not ask for gzip)", function()
+    local inboxes = assert(util.client(srv, "/t/gzip/20000"):inboxes())
+    assert.is_true(#inboxes > 10)
+    assert.equals("Inbox 1", inboxes[1].name)
+  end)
+
   it("let get() return any JSON", function()
     local c = util.client(srv, "/t/wrongshape/x")
     assert.same({ id = 1 }, assert(c:get("/v1/inboxes")))
