@@ -44,6 +44,8 @@ build = {
       incdirs = { "src" },
       libdirs = { "$(CURL_LIBDIR)" },
     },
+    ["heymarket.nvim"] = "src/heymarket/nvim.lua",
+    ["heymarket.resty"] = "src/heymarket/resty.lua",
   },
   copy_directories = {},
 }

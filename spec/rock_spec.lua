@@ -19,12 +19,14 @@ if util.interpreter == "lua5.4" then
         "lua5.4 -e \"package.cpath = '" .. tree .. "/lib/lua/5.4/?.so;' .. package.cpath;"
           .. " local h = require('heymarket');"
           .. " print('loaded', h._VERSION, package.searchpath('heymarket', package.cpath))\"",
+        "ls " .. tree .. "/share/lua/5.4/heymarket",
       }, " && ")
       local p = assert(io.popen(cmd .. " 2>&1; rm -rf " .. tree .. " " .. work))
       local out = p:read("*a")
       p:close()
       assert.matches("loaded\t" .. require("heymarket")._VERSION .. "\t" .. tree
         .. "/lib/lua/5.4/heymarket.so", out, 1, true)
+      assert.matches("nvim.lua\nresty.lua", out, 1, true)
     end)
   end)
 end
