@@ -1,13 +1,12 @@
 -- CONTRACT.md "Loading"
-local util = require("spec.support.util")
-
 describe("Loading", function()
   local heymarket = require("heymarket")
 
   it("loads the C module built for this Lua", function()
     assert.is_table(heymarket)
-    assert.matches(util.build_dir .. "/heymarket.so", package.searchpath
-      and package.searchpath("heymarket", package.cpath) or util.build_dir .. "/heymarket.so", 1, true)
+    if package.searchpath then -- 5.2+: make sure it is a build of ours, not an installed copy
+      assert.matches("^build/[%w.]+/heymarket%.so$", package.searchpath("heymarket", package.cpath))
+    end
     assert.is_function(heymarket.new)
     assert.is_function(heymarket.inboxes)
     assert.is_function(heymarket.team)
