@@ -439,8 +439,11 @@ static int push_outcome(lua_State *L, hm_request *req)
 int hm_client_call(lua_State *L, hm_client *c, int client_idx, const char *path, hm_shape shape)
 {
     hm_request *req = push_request(L, c, client_idx, path, shape);
+    int n;
     hm_client_wait(c, req, -1);
-    return push_outcome(L, req);
+    n = push_outcome(L, req);
+    hm_request_release(req); /* the body now, not when the collector comes */
+    return n;
 }
 
 static int client_inboxes(lua_State *L)

@@ -26,6 +26,7 @@
 #endif
 
 #define HM_BODY_IN_ERROR 4096 /* err.body keeps at most this much */
+#define HM_IDLE_MAX 16        /* finished easy handles a client keeps for reuse */
 
 /* Slots of the module state table, the upvalue every C function shares. */
 #define HM_STATE_DECODE "decode"     /* private cjson.decode (or vim.json.decode) */
@@ -81,6 +82,8 @@ struct hm_client {
     int keep_null;
     uint64_t rng;
     hm_request *active;       /* requests not yet done, linked through next/prev */
+    CURL *idle[HM_IDLE_MAX];  /* easy handles set up for this client, not in use */
+    int n_idle;
 };
 
 struct hm_request {

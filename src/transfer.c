@@ -296,6 +296,7 @@ static void check_fork(hm_client *c)
     if (c->pid == pid)
         return;
     c->multi = NULL;
+    c->n_idle = 0;
     c->pid = pid;
     while ((r = c->active) != NULL) {
         r->easy = NULL;
@@ -311,14 +312,25 @@ static int ensure_multi(hm_client *c)
     return c->multi != NULL;
 }
 
+/* Take the request's easy handle out of the multi handle and keep it for the
+ * next request (its connection stays in the multi handle's pool either way).
+ * Callers have run check_fork, so the handles belong to this process. */
 static void drop_easy(hm_request *req)
 {
+    hm_client *c = req->client;
     if (req->easy == NULL)
         return;
-    if (req->client->multi != NULL && req->client->pid == getpid()) {
-        curl_multi_remove_handle(req->client->multi, req->easy);
+    if (c->multi != NULL)
+        curl_multi_remove_handle(c->multi, req->easy);
+    if (c->n_idle < HM_IDLE_MAX && !c->closed) {
+        /* Nothing of the finished request may stay reachable from the handle. */
+        curl_easy_setopt(req->easy, CURLOPT_ERRORBUFFER, NULL);
+        curl_easy_setopt(req->easy, CURLOPT_WRITEDATA, NULL);
+        curl_easy_setopt(req->easy, CURLOPT_HEADERDATA, NULL);
+        curl_easy_setopt(req->easy, CURLOPT_PRIVATE, NULL);
+        c->idle[c->n_idle++] = req->easy;
+    } else
         curl_easy_cleanup(req->easy);
-    }
     req->easy = NULL;
 }
 
@@ -351,15 +363,10 @@ void hm_request_finish(hm_request *req, hm_kind kind, const char *detail)
     }
 }
 
-static CURL *make_easy(hm_request *req)
+/* The options every request of the client shares. */
+static int setup_easy(hm_client *c, CURL *e)
 {
-    hm_client *c = req->client;
-    CURL *e = curl_easy_init();
-    int ok;
-    if (e == NULL)
-        return NULL;
-    ok = curl_easy_setopt(e, CURLOPT_URL, req->url) == CURLE_OK
-      && curl_easy_setopt(e, CURLOPT_HTTPGET, 1L) == CURLE_OK
+    return curl_easy_setopt(e, CURLOPT_HTTPGET, 1L) == CURLE_OK
       && curl_easy_setopt(e, CURLOPT_HTTPHEADER, c->headers) == CURLE_OK
       && curl_easy_setopt(e, CURLOPT_USERAGENT, c->user_agent) == CURLE_OK
       && curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "") == CURLE_OK
@@ -373,15 +380,33 @@ static CURL *make_easy(hm_request *req)
       && curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L) == CURLE_OK
       && curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L) == CURLE_OK
       && curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body) == CURLE_OK
-      && curl_easy_setopt(e, CURLOPT_WRITEDATA, req) == CURLE_OK
       && curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header) == CURLE_OK
-      && curl_easy_setopt(e, CURLOPT_HEADERDATA, req) == CURLE_OK
-      && curl_easy_setopt(e, CURLOPT_ERRORBUFFER, req->errbuf) == CURLE_OK
-      && curl_easy_setopt(e, CURLOPT_PRIVATE, req) == CURLE_OK
       && (c->ca_file == NULL || curl_easy_setopt(e, CURLOPT_CAINFO, c->ca_file) == CURLE_OK)
       && (c->ca_path == NULL || curl_easy_setopt(e, CURLOPT_CAPATH, c->ca_path) == CURLE_OK)
       && (c->proxy == NULL || curl_easy_setopt(e, CURLOPT_PROXY, c->proxy) == CURLE_OK);
-    if (!ok) {
+}
+
+/* An easy handle for req: a kept one when there is one, else a new one. */
+static CURL *make_easy(hm_request *req)
+{
+    hm_client *c = req->client;
+    CURL *e;
+    if (c->n_idle > 0) {
+        e = c->idle[--c->n_idle];
+    } else {
+        e = curl_easy_init();
+        if (e == NULL)
+            return NULL;
+        if (!setup_easy(c, e)) {
+            curl_easy_cleanup(e);
+            return NULL;
+        }
+    }
+    if (curl_easy_setopt(e, CURLOPT_URL, req->url) != CURLE_OK
+        || curl_easy_setopt(e, CURLOPT_WRITEDATA, req) != CURLE_OK
+        || curl_easy_setopt(e, CURLOPT_HEADERDATA, req) != CURLE_OK
+        || curl_easy_setopt(e, CURLOPT_ERRORBUFFER, req->errbuf) != CURLE_OK
+        || curl_easy_setopt(e, CURLOPT_PRIVATE, req) != CURLE_OK) {
         curl_easy_cleanup(e);
         return NULL;
     }
@@ -504,7 +529,9 @@ void hm_request_begin(hm_request *req)
     req->linked = 1;
     req->state = HM_QUEUED;
     req->start_at = hm_now();
-    hm_client_step(c);
+    /* Only hand the transfer to the multi handle: driving every transfer
+     * here would make starting N requests cost O(N^2). */
+    start_attempt(req);
 }
 
 /* Do whatever is ready for every request of the client, without waiting. */
@@ -589,6 +616,7 @@ void hm_client_wait(hm_client *c, hm_request *req, double deadline)
 void hm_request_release(hm_request *req)
 {
     if (req->client != NULL) {
+        check_fork(req->client);
         drop_easy(req);
         unlink_request(req);
     }
@@ -607,6 +635,8 @@ void hm_client_shutdown(hm_client *c)
     check_fork(c);
     while ((r = c->active) != NULL)
         hm_request_finish(r, HM_KIND_CANCELLED, "the client was closed");
+    while (c->n_idle > 0)
+        curl_easy_cleanup(c->idle[--c->n_idle]);
     if (c->multi != NULL)
         curl_multi_cleanup(c->multi);
     c->multi = NULL;
