@@ -7,7 +7,7 @@
 #   make install         luarocks make the rockspec
 #   make lint            luacheck the Lua code
 #   make valgrind        the Lua 5.4 specs under valgrind's memcheck
-#   make asan            the Lua 5.4 specs with AddressSanitizer
+#   make asan            the Lua 5.4 specs with AddressSanitizer, UBSan and LeakSanitizer
 #   make bench           speed and memory against baselines measured in the same run
 
 # ---- variables ---------------------------------------------------------------
@@ -94,11 +94,15 @@ asan: deps-test
 	@mkdir -p build/asan
 	clang $(WARNINGS) -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fPIC \
 		-I/usr/include/lua5.4 -shared -o build/asan/heymarket.so $(SOURCES) $(LIBS)
-	ASAN_OPTIONS=detect_leaks=0 LD_PRELOAD="$$(clang -print-file-name=libclang_rt.asan-x86_64.so)" \
-		lua5.4 /usr/bin/busted --cpath='build/asan/?.so' --lpath='src/?.lua;src/?/init.lua' spec
+	clang -std=c99 -Wall -Wextra -Werror -O1 -g -fsanitize=address,undefined \
+		-I/usr/include/lua5.4 -o build/asan/lua tools/asan_lua.c -llua5.4
+	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+		build/asan/lua /usr/bin/busted --cpath="build/asan/?.so" --lpath="src/?.lua;src/?/init.lua" spec
 
 bench: deps-test
 	@$(MAKE) --no-print-directory LUA=lua5.4 all
+	@mkdir -p build/bench
+	$(CC) -std=c99 -O2 -Wall -Wextra -Werror -pedantic -o build/bench/baseline tools/bench_baseline.c -lcurl
 	lua5.4 tools/bench.lua
 
 deps-test:

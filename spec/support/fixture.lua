@@ -48,12 +48,8 @@ end
 
 -- os.execute: 5.1 / LuaJIT (without 5.2 compat) return a number (raw wait
 -- status), 5.2+ return true|nil, "exit"|"signal", code.
--- Commands run without LD_PRELOAD: under `make asan` it carries the sanitizer
--- runtime meant for the Lua process only, and nginx must not inherit it.
-local NO_PRELOAD = "unset LD_PRELOAD; "
-
 local function execute(cmd)
-  local a, _, c = os.execute(NO_PRELOAD .. cmd)
+  local a, _, c = os.execute(cmd)
   if type(a) == "number" then
     return a == 0, (a >= 256) and math.floor(a / 256) or a
   end
@@ -89,7 +85,7 @@ local function exists(path)
 end
 
 local function capture(cmd)
-  local p = io.popen(NO_PRELOAD .. cmd, "r")
+  local p = io.popen(cmd, "r")
   if not p then
     return nil
   end
