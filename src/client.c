@@ -394,16 +394,18 @@ static const char *check_path(lua_State *L, int idx)
 static hm_request *push_request(lua_State *L, hm_client *c, int client_idx, const char *path,
                                 hm_shape shape)
 {
-    hm_request *req = lua_newuserdata(L, sizeof *req);
+    hm_request *req = hm_newuserdata(L, sizeof *req);
     size_t n;
     memset(req, 0, sizeof *req);
-    req->client_ref = req->result_ref = LUA_NOREF;
     req->retry_after = -1;
     luaL_getmetatable(L, HM_REQUEST_MT);
     lua_setmetatable(L, -2);
 
+    /* The user value {client, result}: the client lives as long as the request. */
+    lua_createtable(L, 2, 0);
     lua_pushvalue(L, client_idx);
-    req->client_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_rawseti(L, -2, 1);
+    hm_setuservalue(L, -2);
     req->client = c;
     req->shape = shape;
     req->path = dup_string(path);
@@ -517,29 +519,31 @@ static int request_result(lua_State *L)
     int i, n;
     if (req->state != HM_DONE)
         luaL_error(L, "heymarket: request is not finished (call wait() or poll() until true)");
-    if (req->result_ref == LUA_NOREF) {
-        /* Decode once; later calls return the same values. */
-        lua_settop(L, 1);
+    lua_settop(L, 1);
+    hm_getuservalue(L, 1);
+    if (!req->has_result) {
+        /* Decode once, keep the values with the request for later calls. */
         n = push_outcome(L, req);
         lua_createtable(L, n, 1);
         for (i = 1; i <= n; i++) {
-            lua_pushvalue(L, 1 + i);
+            lua_pushvalue(L, 2 + i);
             lua_rawseti(L, -2, i);
         }
         lua_pushinteger(L, n);
         lua_setfield(L, -2, "n");
-        req->result_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+        lua_rawseti(L, 2, 2);
+        req->has_result = 1;
         free(req->body.data);
         req->body.data = NULL;
         req->body.len = req->body.cap = 0;
         return n;
     }
-    lua_rawgeti(L, LUA_REGISTRYINDEX, req->result_ref);
-    lua_getfield(L, -1, "n");
+    lua_rawgeti(L, 2, 2);
+    lua_getfield(L, 3, "n");
     n = (int)lua_tointeger(L, -1);
     lua_pop(L, 1);
     for (i = 1; i <= n; i++)
-        lua_rawgeti(L, -i, i);
+        lua_rawgeti(L, 3, i);
     return n;
 }
 
@@ -555,9 +559,6 @@ static int request_gc(lua_State *L)
 {
     hm_request *req = check_request(L);
     hm_request_release(req);
-    luaL_unref(L, LUA_REGISTRYINDEX, req->result_ref);
-    luaL_unref(L, LUA_REGISTRYINDEX, req->client_ref);
-    req->result_ref = req->client_ref = LUA_NOREF;
     req->client = NULL;
     return 0;
 }

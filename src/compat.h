@@ -33,4 +33,20 @@ static inline void hm_setfuncs(lua_State *L, const luaL_Reg *l, int nup)
 #define hm_rawlen(L, i) lua_objlen((L), (i))
 #endif
 
+/* One Lua value hangs off a userdata (a table on every version: 5.1 and
+ * LuaJIT call it the environment, and 5.2 accepts nothing else). */
+#if LUA_VERSION_NUM >= 504
+#define hm_newuserdata(L, size) lua_newuserdatauv((L), (size), 1)
+#define hm_setuservalue(L, idx) ((void)lua_setiuservalue((L), (idx), 1))
+#define hm_getuservalue(L, idx) ((void)lua_getiuservalue((L), (idx), 1))
+#elif LUA_VERSION_NUM >= 502
+#define hm_newuserdata(L, size) lua_newuserdata((L), (size))
+#define hm_setuservalue(L, idx) lua_setuservalue((L), (idx))
+#define hm_getuservalue(L, idx) ((void)lua_getuservalue((L), (idx)))
+#else
+#define hm_newuserdata(L, size) lua_newuserdata((L), (size))
+#define hm_setuservalue(L, idx) ((void)lua_setfenv((L), (idx)))
+#define hm_getuservalue(L, idx) lua_getfenv((L), (idx))
+#endif
+
 #endif

@@ -87,9 +87,8 @@ struct hm_client {
 };
 
 struct hm_request {
-    hm_client *client;        /* stays valid: the request holds a reference to the client */
-    int client_ref;           /* registry reference keeping the client userdata alive */
-    int result_ref;           /* registry reference to the cached result, once pushed */
+    hm_client *client;        /* stays valid: the request's user value holds the client */
+    int has_result;           /* its result is cached in the user value, slot 2 */
     int linked;               /* in client->active */
     hm_request *next, *prev;
     hm_state state;
