@@ -1,0 +1,226 @@
+/* The "libcurl" baseline of `make bench`: what plain libcurl costs for the
+ * same GETs heymarket makes, with nothing of heymarket in the way.
+ *
+ *   build/bench/baseline URL KEY N [P]
+ *
+ * Sends the headers heymarket sends (Authorization: Bearer KEY, Accept:
+ * application/json, Accept-Encoding as CURLOPT_ACCEPT_ENCODING ""), collects
+ * each body into one reused buffer, and prints one line:
+ *
+ *   <wall seconds> <process CPU seconds> <bytes of the last body>
+ *
+ * P = 1 (the default): one easy handle, reused (keep-alive), N requests one
+ * after another with curl_easy_perform.
+ * P > 1: P easy handles in one multi handle, all P requests in flight at once,
+ * N / P such batches; the handles and the multi's connections are reused.
+ *
+ * One untimed request (or batch) first opens the connection(s). Exits non-zero
+ * on any transfer error or a status other than 200. */
+#define _POSIX_C_SOURCE 200809L
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <curl/curl.h>
+
+typedef struct buffer {
+    char *data;
+    size_t len, cap;
+} buffer;
+
+static size_t on_body(char *data, size_t size, size_t nmemb, void *ud)
+{
+    buffer *b = ud;
+    size_t n = size * nmemb;
+    if (n > b->cap - b->len) {
+        size_t cap = b->cap ? b->cap : 4096;
+        char *grown;
+        while (cap - b->len < n)
+            cap *= 2;
+        grown = realloc(b->data, cap);
+        if (grown == NULL)
+            return 0;
+        b->data = grown;
+        b->cap = cap;
+    }
+    memcpy(b->data + b->len, data, n);
+    b->len += n;
+    return n;
+}
+
+static double seconds(clockid_t clock)
+{
+    struct timespec ts;
+    clock_gettime(clock, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static CURL *make_easy(const char *url, struct curl_slist *headers, buffer *body)
+{
+    CURL *e = curl_easy_init();
+    if (e == NULL)
+        return NULL;
+    if (curl_easy_setopt(e, CURLOPT_URL, url) != CURLE_OK
+        || curl_easy_setopt(e, CURLOPT_HTTPGET, 1L) != CURLE_OK
+        || curl_easy_setopt(e, CURLOPT_HTTPHEADER, headers) != CURLE_OK
+        || curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "") != CURLE_OK
+        || curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L) != CURLE_OK
+        || curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L) != CURLE_OK
+        || curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body) != CURLE_OK
+        || curl_easy_setopt(e, CURLOPT_WRITEDATA, body) != CURLE_OK) {
+        curl_easy_cleanup(e);
+        return NULL;
+    }
+    return e;
+}
+
+static int check_done(CURL *e, CURLcode code)
+{
+    long status = 0;
+    if (code != CURLE_OK) {
+        fprintf(stderr, "baseline: %s\n", curl_easy_strerror(code));
+        return 0;
+    }
+    curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
+    if (status != 200) {
+        fprintf(stderr, "baseline: HTTP status %ld\n", status);
+        return 0;
+    }
+    return 1;
+}
+
+/* P = 1: n requests on one easy handle. */
+static int run_serial(CURL *e, buffer *body, long n)
+{
+    long i;
+    for (i = 0; i < n; i++) {
+        body->len = 0;
+        if (!check_done(e, curl_easy_perform(e)))
+            return 0;
+    }
+    return 1;
+}
+
+/* P > 1: one batch, every handle in flight at once, driven to completion. */
+static int run_batch(CURLM *multi, CURL **easy, buffer *bodies, long p)
+{
+    long i, done = 0;
+    int running = 1, ok = 1;
+    for (i = 0; i < p; i++) {
+        bodies[i].len = 0;
+        if (curl_multi_add_handle(multi, easy[i]) != CURLM_OK) {
+            fprintf(stderr, "baseline: curl_multi_add_handle failed\n");
+            return 0;
+        }
+    }
+    while (done < p) {
+        CURLMsg *msg;
+        int left;
+        if (curl_multi_perform(multi, &running) != CURLM_OK) {
+            fprintf(stderr, "baseline: curl_multi_perform failed\n");
+            return 0;
+        }
+        while ((msg = curl_multi_info_read(multi, &left)) != NULL) {
+            if (msg->msg != CURLMSG_DONE)
+                continue;
+            if (!check_done(msg->easy_handle, msg->data.result))
+                ok = 0;
+            curl_multi_remove_handle(multi, msg->easy_handle);
+            done++;
+        }
+        if (done < p && curl_multi_poll(multi, NULL, 0, 1000, NULL) != CURLM_OK) {
+            fprintf(stderr, "baseline: curl_multi_poll failed\n");
+            return 0;
+        }
+    }
+    return ok;
+}
+
+int main(int argc, char **argv)
+{
+    const char *url, *key;
+    long n, p = 1, i, batches;
+    char *auth;
+    struct curl_slist *headers = NULL, *more;
+    CURL **easy;
+    CURLM *multi = NULL;
+    buffer *bodies;
+    double wall, cpu;
+    int ok;
+
+    if (argc < 4 || argc > 5) {
+        fprintf(stderr, "usage: %s URL KEY N [PARALLEL]\n", argv[0]);
+        return 2;
+    }
+    url = argv[1];
+    key = argv[2];
+    n = strtol(argv[3], NULL, 10);
+    if (argc == 5)
+        p = strtol(argv[4], NULL, 10);
+    if (n < 1 || p < 1 || n % p != 0) {
+        fprintf(stderr, "baseline: N and PARALLEL must be positive, N a multiple of PARALLEL\n");
+        return 2;
+    }
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+        return 1;
+
+    auth = malloc(strlen("Authorization: Bearer ") + strlen(key) + 1);
+    if (auth == NULL)
+        return 1;
+    strcpy(auth, "Authorization: Bearer ");
+    strcat(auth, key);
+    headers = curl_slist_append(NULL, auth);
+    free(auth);
+    more = headers ? curl_slist_append(headers, "Accept: application/json") : NULL;
+    if (more == NULL)
+        return 1;
+    headers = more;
+
+    easy = calloc((size_t)p, sizeof *easy);
+    bodies = calloc((size_t)p, sizeof *bodies);
+    if (easy == NULL || bodies == NULL)
+        return 1;
+    for (i = 0; i < p; i++) {
+        easy[i] = make_easy(url, headers, &bodies[i]);
+        if (easy[i] == NULL) {
+            fprintf(stderr, "baseline: could not set up a curl handle\n");
+            return 1;
+        }
+    }
+
+    batches = n / p;
+    if (p == 1) {
+        ok = run_serial(easy[0], &bodies[0], 1); /* warm-up: connect */
+        wall = seconds(CLOCK_MONOTONIC);
+        cpu = seconds(CLOCK_PROCESS_CPUTIME_ID);
+        ok = ok && run_serial(easy[0], &bodies[0], n);
+    } else {
+        multi = curl_multi_init();
+        if (multi == NULL)
+            return 1;
+        ok = run_batch(multi, easy, bodies, p); /* warm-up: connect */
+        wall = seconds(CLOCK_MONOTONIC);
+        cpu = seconds(CLOCK_PROCESS_CPUTIME_ID);
+        for (i = 0; ok && i < batches; i++)
+            ok = run_batch(multi, easy, bodies, p);
+    }
+    wall = seconds(CLOCK_MONOTONIC) - wall;
+    cpu = seconds(CLOCK_PROCESS_CPUTIME_ID) - cpu;
+
+    if (ok)
+        printf("%.9f %.9f %lu\n", wall, cpu, (unsigned long)bodies[0].len);
+
+    for (i = 0; i < p; i++) {
+        curl_easy_cleanup(easy[i]);
+        free(bodies[i].data);
+    }
+    if (multi != NULL)
+        curl_multi_cleanup(multi);
+    free(easy);
+    free(bodies);
+    curl_slist_free_all(headers);
+    curl_global_cleanup();
+    return ok ? 0 : 1;
+}
