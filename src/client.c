@@ -572,6 +572,23 @@ static int request_tostring(lua_State *L)
     return 1;
 }
 
+/* Register metatable name with its metamethods and an __index of methods,
+ * every function sharing the state table (at index state) as its upvalue. */
+static void new_metatable(lua_State *L, int state, const char *name, const luaL_Reg *meta,
+                          const luaL_Reg *methods)
+{
+    luaL_newmetatable(L, name);
+    lua_pushvalue(L, state);
+    hm_setfuncs(L, meta, 1);
+    lua_newtable(L);
+    lua_pushvalue(L, state);
+    hm_setfuncs(L, methods, 1);
+    lua_setfield(L, -2, "__index");
+    lua_pushstring(L, name); /* getmetatable() answers the type's name */
+    lua_setfield(L, -2, "__metatable");
+    lua_pop(L, 1);
+}
+
 /* With the module state table at the top: create both metatables, every
  * function sharing the state as its upvalue. */
 void hm_client_open(lua_State *L)
@@ -605,26 +622,6 @@ void hm_client_open(lua_State *L)
         {NULL, NULL}
     };
     int state = lua_gettop(L);
-
-    luaL_newmetatable(L, HM_CLIENT_MT);
-    lua_pushvalue(L, state);
-    hm_setfuncs(L, client_meta, 1);
-    lua_newtable(L);
-    lua_pushvalue(L, state);
-    hm_setfuncs(L, client_methods, 1);
-    lua_setfield(L, -2, "__index");
-    lua_pushliteral(L, "heymarket.Client");
-    lua_setfield(L, -2, "__metatable");
-    lua_pop(L, 1);
-
-    luaL_newmetatable(L, HM_REQUEST_MT);
-    lua_pushvalue(L, state);
-    hm_setfuncs(L, request_meta, 1);
-    lua_newtable(L);
-    lua_pushvalue(L, state);
-    hm_setfuncs(L, request_methods, 1);
-    lua_setfield(L, -2, "__index");
-    lua_pushliteral(L, "heymarket.Request");
-    lua_setfield(L, -2, "__metatable");
-    lua_pop(L, 1);
+    new_metatable(L, state, HM_CLIENT_MT, client_meta, client_methods);
+    new_metatable(L, state, HM_REQUEST_MT, request_meta, request_methods);
 }

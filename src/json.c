@@ -8,6 +8,20 @@
 
 #define MAX_DEPTH 1000 /* cjson's own default limit; we recurse no deeper */
 
+/* If the table at the top has a decode function, store it as the state's
+ * decoder and return 1; the stack is left as it was either way. */
+static int take_decoder(lua_State *L, int state)
+{
+    int found;
+    lua_getfield(L, -1, "decode");
+    found = lua_isfunction(L, -1);
+    if (found)
+        lua_setfield(L, state, HM_STATE_DECODE);
+    else
+        lua_pop(L, 1);
+    return found;
+}
+
 /* With the state table at the top: find a decoder and store it there.
  * Returns 0 when neither lua-cjson nor vim.json is available. */
 int hm_json_setup(lua_State *L)
@@ -30,9 +44,7 @@ int hm_json_setup(lua_State *L)
             } else {
                 lua_pop(L, 1);
             }
-            lua_getfield(L, -1, "decode");
-            if (lua_isfunction(L, -1)) {
-                lua_setfield(L, state, HM_STATE_DECODE);
+            if (take_decoder(L, state)) {
                 lua_settop(L, state);
                 return 1;
             }
@@ -45,13 +57,9 @@ int hm_json_setup(lua_State *L)
         lua_getfield(L, -1, "NIL");
         lua_setfield(L, state, HM_STATE_JNULL);
         lua_getfield(L, -1, "json");
-        if (lua_istable(L, -1)) {
-            lua_getfield(L, -1, "decode");
-            if (lua_isfunction(L, -1)) {
-                lua_setfield(L, state, HM_STATE_DECODE);
-                lua_settop(L, state);
-                return 1;
-            }
+        if (lua_istable(L, -1) && take_decoder(L, state)) {
+            lua_settop(L, state);
+            return 1;
         }
     }
     lua_settop(L, state);
