@@ -194,6 +194,23 @@ describe("Non-blocking use", function()
       assert.matches("client was closed", msg, 1, true)
     end)
 
+    if _VERSION ~= "Lua 5.1" and not jit then -- tables have __gc from 5.2 on
+      it("a request resurrected by another finalizer is finished, not dangling", function()
+        local saved
+        do
+          local req = util.client(srv, "/t/sleep/1000"):inboxes_async()
+          setmetatable({ req = req }, { __gc = function(t) saved = t.req end })
+        end
+        collectgarbage()
+        collectgarbage()
+        assert.is_not_nil(saved)
+        assert.is_true(saved:poll())
+        assert.is_true(saved:wait(1))
+        local _, _, err = saved:result()
+        assert.equals("cancelled", err.kind)
+      end)
+    end
+
     it("a request outlives its client's last reference", function()
       local req = util.client(srv, "/t/sleep/200"):inboxes_async()
       collectgarbage()

@@ -46,6 +46,10 @@ describe("Clients", function()
       out = util.run_lua([[print(select(2, pcall(require("heymarket").new)))]],
         { HEYMARKET_API_KEY = "" })
       assert.equals(msg, (out:gsub("\n$", "")))
+      -- an explicit empty key is not replaced by the environment's
+      out = util.run_lua([[print(select(2, pcall(require("heymarket").new, { api_key = "" })))]],
+        { HEYMARKET_API_KEY = "from-env" })
+      assert.equals(msg, (out:gsub("\n$", "")))
     end)
 
     it("must be a string without line breaks", function()

@@ -1,7 +1,9 @@
 /* heymarket.Client and heymarket.Request: options, lifetimes, methods. */
 #include "hm.h"
 
+#include <limits.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -14,6 +16,7 @@
 #define DEFAULT_MAX_RETRY_WAIT 60.0
 #define DEFAULT_MAX_RESPONSE (32.0 * 1024 * 1024)
 #define MAX_WHOLE 9007199254740992.0 /* 2^53: larger whole numbers are not exact */
+#define NO_KEY_MESSAGE "heymarket: no API key (pass api_key or set HEYMARKET_API_KEY)"
 
 typedef struct hm_options {
     const char *api_key, *base_url, *ca_file, *ca_path, *proxy, *user_agent;
@@ -183,8 +186,8 @@ static void read_options(lua_State *L, int idx, hm_options *o)
             if (strcmp(name, "api_key") == 0) {
                 o->api_key = opt_string(L, name, v);
                 if (o->api_key[0] == '\0')
-                    o->api_key = NULL; /* reported as missing below */
-                else if (has_control_chars(o->api_key))
+                    luaL_error(L, NO_KEY_MESSAGE);
+                if (has_control_chars(o->api_key))
                     luaL_error(L, "heymarket: option 'api_key' contains control characters");
             } else if (strcmp(name, "base_url") == 0)
                 o->base_url = opt_string(L, name, v);
@@ -226,7 +229,7 @@ static void read_options(lua_State *L, int idx, hm_options *o)
         }
     }
     if (o->api_key == NULL)
-        luaL_error(L, "heymarket: no API key (pass api_key or set HEYMARKET_API_KEY)");
+        luaL_error(L, NO_KEY_MESSAGE);
     if (o->base_url == NULL) {
         const char *env = getenv("HEYMARKET_BASE_URL");
         o->base_url = (env != NULL && env[0] != '\0') ? env : DEFAULT_BASE_URL;
@@ -250,7 +253,8 @@ static hm_client *check_client(lua_State *L, int idx)
 
 static long to_ms(double seconds)
 {
-    return (long)ceil(seconds * 1000.0);
+    double ms = ceil(seconds * 1000.0);
+    return ms < (double)(LONG_MAX / 2) ? (long)ms : LONG_MAX / 2;
 }
 
 /* Push a new client made from the options at opts_idx (0: none). */
@@ -275,7 +279,7 @@ hm_client *hm_client_new(lua_State *L, int opts_idx)
     c->connect_timeout_ms = to_ms(o.connect_timeout);
     c->max_retries = (int)(o.max_retries > 1000 ? 1000 : o.max_retries);
     c->max_retry_wait = o.max_retry_wait;
-    c->max_response = (size_t)o.max_response;
+    c->max_response = o.max_response < (double)SIZE_MAX ? (size_t)o.max_response : SIZE_MAX;
     c->keep_null = o.keep_null;
     c->rng = ((uint64_t)time(NULL) << 20) ^ (uint64_t)c->pid ^ (uint64_t)(uintptr_t)c;
     if (c->rng == 0)
@@ -559,7 +563,13 @@ static int request_gc(lua_State *L)
 {
     hm_request *req = check_request(L);
     hm_request_release(req);
-    req->client = NULL;
+    /* A finalizer elsewhere may resurrect the request: leave it finished.
+     * req->client stays valid, the user value still holds the client. */
+    if (req->state != HM_DONE) {
+        req->state = HM_DONE;
+        req->kind = HM_KIND_CANCELLED;
+        strcpy(req->detail, "the request was garbage-collected");
+    }
     return 0;
 }
 

@@ -1,7 +1,7 @@
 /* Failures from the network or the server: the nil, message, err triple. */
 #include "hm.h"
 
-#include <stdio.h>
+#include <math.h>
 #include <string.h>
 
 #define SERVER_MESSAGE_MAX 300 /* longest server message kept in the one-line message */
@@ -101,8 +101,9 @@ static void set_string(lua_State *L, const char *field, const char *value)
 static void set_number(lua_State *L, const char *field, double value)
 {
 #if HM_HAS_INTEGERS
-    if (value == (double)(lua_Integer)value) {
-        lua_pushinteger(L, (lua_Integer)value);
+    lua_Integer whole;
+    if (value == floor(value) && lua_numbertointeger(value, &whole)) {
+        lua_pushinteger(L, whole);
         lua_setfield(L, -2, field);
         return;
     }
@@ -150,7 +151,7 @@ int hm_push_failure(lua_State *L, hm_request *req, hm_kind kind, const char *det
         const char *reason = req->reason[0] ? req->reason : standard_reason(req->status);
         if (!push_server_message(L, req)) {
             if (reason != NULL)
-                lua_pushstring(L, reason);
+                push_one_line(L, reason, strlen(reason), SERVER_MESSAGE_MAX);
             else
                 lua_pushfstring(L, "HTTP %d", (int)req->status);
         }

@@ -79,37 +79,38 @@ static const char *shape_name(char first)
 }
 
 #if HM_HAS_INTEGERS
-/* cjson 2.1.0 decodes every number as a float; an integral one within
- * +-2^63 converts exactly. Replaces the number at idx's place via push. */
+/* cjson 2.1.0 decodes every number as a float; a whole one within
+ * lua_Integer's range becomes an integer. */
 static int integral(lua_State *L, int idx, lua_Integer *out)
 {
     lua_Number n;
     if (lua_type(L, idx) != LUA_TNUMBER || lua_isinteger(L, idx))
         return 0;
     n = lua_tonumber(L, idx);
-    if (n != floor(n) || n < -9223372036854775808.0 || n >= 9223372036854775808.0)
-        return 0;
-    *out = (lua_Integer)n;
-    return 1;
+    return n == floor(n) && lua_numbertointeger(n, out);
 }
 #endif
 
 /* Normalise the table at the top of the stack in place. jnull is the stack
  * index of the decoder's null. Only existing fields are assigned (or
- * cleared), which lua_next allows during traversal. */
-static void normalise(lua_State *L, int jnull, int keep_null, int depth)
+ * cleared), which lua_next allows during traversal. Returns 0, with the
+ * table still at the top, when it is nested too deeply (vim.json has no
+ * depth limit of its own). */
+static int normalise(lua_State *L, int jnull, int keep_null, int depth)
 {
     int t = lua_gettop(L);
 #if HM_HAS_INTEGERS
     lua_Integer i;
 #endif
-    if (depth > MAX_DEPTH)
-        luaL_error(L, "heymarket: JSON nested too deeply");
-    luaL_checkstack(L, 4, "heymarket: JSON nested too deeply");
+    if (depth > MAX_DEPTH || !lua_checkstack(L, 4))
+        return 0;
     lua_pushnil(L);
     while (lua_next(L, t) != 0) {
         if (lua_type(L, -1) == LUA_TTABLE) {
-            normalise(L, jnull, keep_null, depth + 1);
+            if (!normalise(L, jnull, keep_null, depth + 1)) {
+                lua_settop(L, t);
+                return 0;
+            }
         } else if (lua_rawequal(L, -1, jnull)) {
             lua_pushvalue(L, -2);
             if (lua_type(L, -3) == LUA_TSTRING && !keep_null)
@@ -127,6 +128,7 @@ static void normalise(lua_State *L, int jnull, int keep_null, int depth)
 #endif
         lua_pop(L, 1);
     }
+    return 1;
 }
 
 /* Decode req's body. On success push the value and return 1; on failure
@@ -165,9 +167,14 @@ int hm_json_decode(lua_State *L, hm_request *req, int keep_null)
         lua_settop(L, top + 1);
         return 0;
     }
-    if (lua_istable(L, -1))
-        normalise(L, jnull, keep_null, 1);
-    else if (lua_rawequal(L, -1, jnull)) {
+    if (lua_istable(L, -1)) {
+        if (!normalise(L, jnull, keep_null, 1)) {
+            lua_pushliteral(L, "JSON nested too deeply");
+            lua_replace(L, top + 1);
+            lua_settop(L, top + 1);
+            return 0;
+        }
+    } else if (lua_rawequal(L, -1, jnull)) {
         lua_pop(L, 1);
         lua_pushlightuserdata(L, NULL);
     }

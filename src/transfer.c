@@ -298,6 +298,9 @@ static void check_fork(hm_client *c)
     c->multi = NULL;
     c->n_idle = 0;
     c->pid = pid;
+    c->rng ^= (uint64_t)pid << 17; /* forked workers must not retry in step */
+    if (c->rng == 0)
+        c->rng = 1;
     while ((r = c->active) != NULL) {
         r->easy = NULL;
         hm_request_finish(r, HM_KIND_CANCELLED, "the process forked while the request was in flight");
@@ -314,10 +317,13 @@ static int ensure_multi(hm_client *c)
 
 /* Take the request's easy handle out of the multi handle and keep it for the
  * next request (its connection stays in the multi handle's pool either way).
- * Callers have run check_fork, so the handles belong to this process. */
+ * In a forked child the inherited handles are abandoned instead. */
 static void drop_easy(hm_request *req)
 {
     hm_client *c = req->client;
+    if (req->easy == NULL)
+        return;
+    check_fork(c); /* cancel() and __gc come here straight from Lua */
     if (req->easy == NULL)
         return;
     if (c->multi != NULL)
@@ -373,8 +379,13 @@ static int setup_easy(hm_client *c, CURL *e)
       && curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L) == CURLE_OK
       && curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, c->timeout_ms) == CURLE_OK
       && curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, c->connect_timeout_ms) == CURLE_OK
+#if LIBCURL_VERSION_NUM >= 0x075500 /* 7.85 */
       && curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https") == CURLE_OK
       && curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https") == CURLE_OK
+#else
+      && curl_easy_setopt(e, CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS)) == CURLE_OK
+      && curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS)) == CURLE_OK
+#endif
       && curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L) == CURLE_OK
       && curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L) == CURLE_OK
       && curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L) == CURLE_OK
@@ -493,7 +504,10 @@ static void complete_attempt(hm_request *req, CURLcode code)
         kind = HM_KIND_TIMEOUT;
         retryable = 1;
     } else if (is_tls_error(code)) {
+        /* A handshake cut short may succeed later; a certificate that fails
+         * verification will not. */
         kind = HM_KIND_TLS;
+        retryable = code == CURLE_SSL_CONNECT_ERROR;
     } else if (code != CURLE_OK) {
         kind = HM_KIND_NETWORK;
         retryable = code != CURLE_UNSUPPORTED_PROTOCOL && code != CURLE_URL_MALFORMAT
@@ -605,9 +619,8 @@ void hm_client_wait(hm_client *c, hm_request *req, double deadline)
                 wait = r->start_at - now;
         if (wait < 0)
             wait = 0;
-        if (c->multi != NULL)
-            curl_multi_poll(c->multi, NULL, 0, (int)ceil(wait * 1000.0), NULL);
-        else
+        if (c->multi == NULL
+            || curl_multi_poll(c->multi, NULL, 0, (int)ceil(wait * 1000.0), NULL) != CURLM_OK)
             sleep_for(wait);
     }
 }
