@@ -37,9 +37,10 @@ busted_for  = $(1) /usr/bin/busted --cpath="build/$(1)/?.so" --lpath="src/?.lua;
 TEST_PACKAGES = gcc make lua5.1 lua5.2 lua5.3 lua5.4 liblua5.1-0-dev liblua5.2-dev \
                 liblua5.3-dev liblua5.4-dev luajit2 libluajit2-5.1-dev \
                 libcurl4-openssl-dev lua-cjson lua-busted lua-check lua-socket \
-                nginx-light libnginx-mod-http-lua neovim valgrind openssl ca-certificates
+                nginx-light libnginx-mod-http-lua neovim valgrind openssl ca-certificates \
+                luarocks curl procps coreutils
 DEMO_PACKAGES = gcc make lua5.4 liblua5.4-dev libcurl4-openssl-dev lua-cjson lua-socket \
-                nginx-light libnginx-mod-http-lua openssl ca-certificates
+                nginx-light libnginx-mod-http-lua openssl ca-certificates procps
 
 # The specs talk only to 127.0.0.1: keep a proxy in the environment out of it.
 export no_proxy = 127.0.0.1,localhost
