@@ -78,7 +78,7 @@ describe("Clients", function()
     end)
 
     it("accepts http:// only for loopback hosts", function()
-      for _, url in ipairs({ "http://localhost:1", "http://127.0.0.1", "http://127.1.2.3:8080/x",
+      for _, url in ipairs({ "http://localhost:1", "http://LocalHost:1", "http://127.0.0.1", "http://127.1.2.3:8080/x",
                              "http://[::1]:9", "https://example.com", "https://api.heymarket.com/" }) do
         assert.has_no_error(function() new({ base_url = url }) end, url)
       end
@@ -93,6 +93,8 @@ describe("Clients", function()
       assert.has_error(function() new({ base_url = "ftp://example.com" }) end,
         "heymarket: base_url must use https:// (or http:// for a loopback host)")
       assert.has_error(function() new({ base_url = "https://" }) end, "heymarket: base_url has no host")
+      assert.has_error(function() new({ base_url = "http:///v1" }) end, "heymarket: base_url has no host")
+      assert.has_error(function() new({ base_url = "http://:8080" }) end, "heymarket: base_url has no host")
       assert.has_error(function() new({ base_url = "api.heymarket.com" }) end,
         "heymarket: base_url is not a URL of the form scheme://host[:port][/prefix]")
       assert.has_error(function() new({ base_url = "https://user:pw@example.com" }) end,

@@ -60,9 +60,13 @@ static int has_control_chars(const char *s)
 
 static int is_loopback_host(const char *host)
 {
-    int parts = 0;
+    static const char localhost[] = "localhost";
+    int parts = 0, i;
     const char *p;
-    if (strcmp(host, "localhost") == 0 || strcmp(host, "[::1]") == 0)
+    for (i = 0; host[i] != '\0' && localhost[i] != '\0'; i++)
+        if ((host[i] | 0x20) != localhost[i])
+            break;
+    if ((host[i] == '\0' && localhost[i] == '\0') || strcmp(host, "[::1]") == 0)
         return 1;
     if (strncmp(host, "127.", 4) != 0)
         return 0;
@@ -84,6 +88,13 @@ static int is_loopback_host(const char *host)
     return parts == 4;
 }
 
+/* "http:///x": libcurl would take "x" for the host. */
+static int empty_authority(const char *url)
+{
+    const char *p = strstr(url, "://");
+    return p != NULL && p[3] == '/';
+}
+
 /* NULL when url is an acceptable base_url, else why not. */
 static const char *check_base_url(const char *url)
 {
@@ -96,7 +107,7 @@ static const char *check_base_url(const char *url)
     if (u == NULL)
         return "out of memory";
     rc = curl_url_set(u, CURLUPART_URL, url, CURLU_NON_SUPPORT_SCHEME);
-    if (rc == CURLUE_NO_HOST)
+    if (rc == CURLUE_NO_HOST || empty_authority(url))
         why = "base_url has no host";
     else if (rc != CURLUE_OK)
         why = "base_url is not a URL of the form scheme://host[:port][/prefix]";
