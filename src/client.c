@@ -503,11 +503,16 @@ static hm_request *check_request(lua_State *L)
     return luaL_checkudata(L, 1, HM_REQUEST_MT);
 }
 
+/* Stepping the client moves every request of it. Polling many requests in
+ * turn steps once per round: a request steps the client only when no step
+ * has happened since its own last poll. */
 static int request_poll(lua_State *L)
 {
     hm_request *req = check_request(L);
-    if (req->state != HM_DONE && !req->client->closed)
-        hm_client_step(req->client);
+    hm_client *c = req->client;
+    if (req->state != HM_DONE && !c->closed && req->seen_step == c->steps)
+        hm_client_step(c);
+    req->seen_step = c->steps;
     lua_pushboolean(L, req->state == HM_DONE);
     return 1;
 }

@@ -84,6 +84,7 @@ struct hm_client {
     hm_request *active;       /* requests not yet done, linked through next/prev */
     CURL *idle[HM_IDLE_MAX];  /* easy handles set up for this client, not in use */
     int n_idle;
+    unsigned long steps;      /* how many times the client has been stepped */
 };
 
 struct hm_request {
@@ -97,6 +98,7 @@ struct hm_request {
     char *url;
     CURL *easy;
     double start_at;          /* monotonic seconds: when a queued attempt may start */
+    unsigned long seen_step;  /* client->steps when this request last polled */
     int attempts;
 
     /* What the latest attempt saw. */

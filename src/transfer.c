@@ -543,6 +543,7 @@ void hm_request_begin(hm_request *req)
     req->linked = 1;
     req->state = HM_QUEUED;
     req->start_at = hm_now();
+    req->seen_step = c->steps;
     /* Only hand the transfer to the multi handle: driving every transfer
      * here would make starting N requests cost O(N^2). */
     start_attempt(req);
@@ -553,6 +554,7 @@ void hm_client_step(hm_client *c)
 {
     int rounds;
     check_fork(c);
+    c->steps++;
     /* A retry due at once is started in the same step; the bound keeps a
      * zero Retry-After from spinning here. */
     for (rounds = 0; rounds < 4; rounds++) {
