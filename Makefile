@@ -84,7 +84,7 @@ install:
 	luarocks --lua-version=$(call lua_abi,$(LUA)) make rockspec/heymarket-scm-1.rockspec --deps-mode=none
 
 lint:
-	luacheck -q src spec examples tools
+	luacheck -q src spec examples tools docs
 
 valgrind: deps-test
 	@$(MAKE) --no-print-directory LUA=lua5.4 all
