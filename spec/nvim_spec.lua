@@ -12,19 +12,9 @@ if util.interpreter == "luajit" then
   local NVIM_LIMIT = 15   -- seconds before the spec kills nvim
   local SCRIPT_LIMIT = 10 -- seconds before the script's own watchdog quits
 
-  local function shell_quote(s)
-    return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-  end
-
-  local function read(path)
-    local f = io.open(path, "rb")
-    if not f then return nil end
-    local s = f:read("*a")
-    f:close()
-    return s
-  end
-
-  local root = assert(io.popen("pwd")):read("*l")
+  local shell_quote = util.shell_quote
+  local read = util.read_file
+  local root = util.root
   local build = root .. "/build/luajit"
   local harness = root .. "/spec/support/nvim_harness.lua"
 

@@ -15,15 +15,8 @@ if util.interpreter == "luajit" then
     int unsetenv(const char *name);
   ]])
 
-  local function read(path)
-    local f = io.open(path, "rb")
-    if not f then return nil end
-    local s = f:read("*a")
-    f:close()
-    return s
-  end
-
-  local root = assert(io.popen("pwd")):read("*l")
+  local read = util.read_file
+  local root = util.root
   local build = root .. "/build/luajit"
 
   -- The README's example, as it is run here (the default client reads

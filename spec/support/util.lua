@@ -8,13 +8,25 @@ local util = {}
 util.interpreter = jit and "luajit" or ("lua" .. _VERSION:match("%d+%.%d+"))
 util.build_dir = "build/" .. util.interpreter
 
+-- The repository's root (the specs run from there), and a file's contents or nil.
+util.root = assert(io.popen("pwd")):read("*l")
+
+function util.read_file(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+
 function util.now()
   return socket.gettime()
 end
 
-local function shell_quote(s)
-  return "'" .. s:gsub("'", "'\\''") .. "'"
+function util.shell_quote(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
 end
+local shell_quote = util.shell_quote
 
 -- Run Lua source in a fresh interpreter of the same version, with env (a
 -- table of variable = value, or false to unset). Returns its output and
