@@ -11,24 +11,13 @@ local INBOXES = '[{"id":413,"name":"Support","team":7,"members":[1,2,5],'
   .. '"forward_number":null,"widget_code":"abc123",'
   .. '"allowed_domains":["example.com"],"invited":true}]'
 
-local function quote(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
+local util = require("spec.support.util")
+local quote, capture = util.shell_quote, util.capture
 
--- exit code of a shell command (portable across os.execute flavours)
+-- exit code of a shell command
 local function run(cmd)
-  local a, _, c = os.execute(cmd)
-  if type(a) == "number" then
-    return a >= 256 and math.floor(a / 256) or a
-  end
-  return a and 0 or c
-end
-
-local function capture(cmd)
-  local p = assert(io.popen(cmd, "r"))
-  local out = p:read("*a")
-  p:close()
-  return out
+  local _, code = util.execute(cmd)
+  return code
 end
 
 local function have(tool)

@@ -42,29 +42,8 @@ local START_ATTEMPTS = 5
 -- Small portable helpers
 ---------------------------------------------------------------------------
 
-local function quote(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
-
--- os.execute: 5.1 / LuaJIT (without 5.2 compat) return a number (raw wait
--- status), 5.2+ return true|nil, "exit"|"signal", code.
-local function execute(cmd)
-  local a, _, c = os.execute(cmd)
-  if type(a) == "number" then
-    return a == 0, (a >= 256) and math.floor(a / 256) or a
-  end
-  return a == true, c
-end
-
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then
-    return nil
-  end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
+local util = require("spec.support.util")
+local quote, execute, read_file = util.shell_quote, util.execute, util.read_file
 
 local function write_file(path, content)
   local f, err = io.open(path, "wb")
@@ -84,15 +63,7 @@ local function exists(path)
   return false
 end
 
-local function capture(cmd)
-  local p = io.popen(cmd, "r")
-  if not p then
-    return nil
-  end
-  local out = p:read("*a")
-  p:close()
-  return out
-end
+local capture = util.capture
 
 local function trim(s)
   return (s:gsub("^%s+", ""):gsub("%s+$", ""))

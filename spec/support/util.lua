@@ -28,6 +28,27 @@ function util.shell_quote(s)
 end
 local shell_quote = util.shell_quote
 
+-- os.execute as (succeeded, exit code) on every version: 5.1 and LuaJIT
+-- return the raw wait status, 5.2+ return true|nil, "exit"|"signal", code.
+function util.execute(cmd)
+  local a, _, c = os.execute(cmd)
+  if type(a) == "number" then
+    return a == 0, (a >= 256) and math.floor(a / 256) or a
+  end
+  return a == true, c
+end
+
+-- A command's standard output, or nil if it could not be started.
+function util.capture(cmd)
+  local p = io.popen(cmd, "r")
+  if not p then
+    return nil
+  end
+  local out = p:read("*a")
+  p:close()
+  return out
+end
+
 -- Run Lua source in a fresh interpreter of the same version, with env (a
 -- table of variable = value, or false to unset). Returns its output and
 -- nothing else (Lua 5.1 cannot tell a child's exit status): print what you
