@@ -85,7 +85,9 @@ describe("Errors", function()
       assert.equals("http", err.kind)
       assert.equals(302, err.status)
       assert.equals(srv.http .. "/v1/inboxes", err.location)
-      assert.matches("HTTP 302", msg, 1, true)
+      assert.matches("^heymarket: GET /v1/inboxes: HTTP 302: ", msg)
+      local tail = " (redirect to " .. srv.http .. "/v1/inboxes not followed)"
+      assert.equals(tail, msg:sub(-#tail))
       assert.equals(1, err.attempts)
     end)
 

@@ -156,8 +156,8 @@ int hm_push_failure(lua_State *L, hm_request *req, hm_kind kind, const char *det
                 lua_pushfstring(L, "HTTP %d", (int)req->status);
         }
     } else {
-        push_one_line(L, detail ? detail : hm_kind_name(kind), strlen(detail ? detail : hm_kind_name(kind)),
-                      SERVER_MESSAGE_MAX);
+        const char *text = detail ? detail : hm_kind_name(kind);
+        push_one_line(L, text, strlen(text), SERVER_MESSAGE_MAX);
     }
     lua_setfield(L, err_idx, "message");
 
@@ -175,7 +175,11 @@ int hm_push_failure(lua_State *L, hm_request *req, hm_kind kind, const char *det
         lua_getfield(L, err_idx, "message");
         luaL_addvalue(&b);
         if (kind == HM_KIND_HTTP && req->status >= 300 && req->status < 400 && req->location) {
-            lua_pushfstring(L, " (redirect to %s not followed)", req->location);
+            lua_pushliteral(L, " (redirect to ");
+            luaL_addvalue(&b);
+            push_one_line(L, req->location, strlen(req->location), SERVER_MESSAGE_MAX);
+            luaL_addvalue(&b);
+            lua_pushliteral(L, " not followed)");
             luaL_addvalue(&b);
         }
         if (req->attempts > 1) {
