@@ -8,6 +8,7 @@
 #   make lint            luacheck the Lua code
 #   make valgrind        the Lua 5.4 specs under valgrind's memcheck
 #   make asan            the Lua 5.4 specs with AddressSanitizer, UBSan and LeakSanitizer
+#   make fuzz            libFuzzer over header parsing and key redaction
 #   make bench           speed and memory against baselines measured in the same run
 
 # ---- variables ---------------------------------------------------------------
@@ -48,7 +49,7 @@ export NO_PROXY = 127.0.0.1,localhost
 
 # ---- targets -----------------------------------------------------------------
 
-.PHONY: all test spec demo install lint valgrind asan bench deps-test deps-demo clean
+.PHONY: all test spec demo install lint valgrind asan fuzz bench deps-test deps-demo clean
 
 all: $(MODULE)
 
@@ -99,6 +100,14 @@ asan: deps-test
 		-I/usr/include/lua5.4 -o build/asan/lua tools/asan_lua.c -llua5.4
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 		build/asan/lua /usr/bin/busted --cpath="build/asan/?.so" --lpath="src/?.lua;src/?/init.lua" spec
+
+# libFuzzer over header parsing, Retry-After and key redaction (FUZZ_SECONDS).
+FUZZ_SECONDS ?= 60
+fuzz: deps-test
+	@mkdir -p build/fuzz/corpus
+	clang -std=c99 -Wall -Wextra -Werror -g -O1 -fsanitize=fuzzer,address,undefined \
+		-I/usr/include/lua5.4 -o build/fuzz/fuzz_response fuzz/fuzz_response.c -lcurl -lm
+	build/fuzz/fuzz_response -max_total_time=$(FUZZ_SECONDS) -max_len=4096 build/fuzz/corpus fuzz/seeds
 
 bench: deps-test
 	@$(MAKE) --no-print-directory LUA=lua5.4 all
