@@ -442,14 +442,12 @@ static int push_outcome(lua_State *L, hm_request *req)
     if (hm_json_decode(L, req, req->client->keep_null))
         return 1;
     {
-        int n;
+        /* A 2xx attempt was never retryable; the decoder's words become detail. */
         char why[256];
         strncpy(why, lua_tostring(L, -1), sizeof why - 1);
         why[sizeof why - 1] = '\0';
         lua_pop(L, 1);
-        req->retryable = 0;
-        n = hm_push_failure(L, req, HM_KIND_DECODE, why);
-        return n;
+        return hm_push_failure(L, req, HM_KIND_DECODE, why);
     }
 }
 

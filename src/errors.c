@@ -6,7 +6,7 @@
 
 #define SERVER_MESSAGE_MAX 300 /* longest server message kept in the one-line message */
 
-const char *hm_kind_name(hm_kind kind)
+static const char *hm_kind_name(hm_kind kind)
 {
     switch (kind) {
     case HM_KIND_HTTP: return "http";

@@ -145,6 +145,5 @@ HM_INTERNAL int hm_json_decode(lua_State *L, hm_request *req, int keep_null);
 /* errors.c: the nil, message, err triple */
 HM_INTERNAL int hm_push_failure(lua_State *L, hm_request *req, hm_kind kind,
                                 const char *detail);
-HM_INTERNAL const char *hm_kind_name(hm_kind kind);
 
 #endif

@@ -361,8 +361,6 @@ void hm_request_finish(hm_request *req, hm_kind kind, const char *detail)
     unlink_request(req);
     req->state = HM_DONE;
     req->kind = kind;
-    if (kind == HM_KIND_CANCELLED)
-        req->retryable = 0;
     if (detail != NULL) {
         strncpy(req->detail, detail, sizeof req->detail - 1);
         req->detail[sizeof req->detail - 1] = '\0';
@@ -579,8 +577,9 @@ void hm_client_step(hm_client *c)
             if (done != NULL)
                 complete_attempt(done, msg->data.result);
         }
+        now = hm_now();
         for (r = c->active; r != NULL; r = r->next)
-            if (r->state == HM_QUEUED && r->start_at <= hm_now())
+            if (r->state == HM_QUEUED && r->start_at <= now)
                 queued_now = 1;
         if (!queued_now)
             return;
