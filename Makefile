@@ -23,7 +23,8 @@ CFLAGS   ?= -O2 -g
 WARNINGS  = -std=c99 -Wall -Wextra -Werror -pedantic -Wmissing-prototypes -Wshadow
 LIBS      = -lcurl -lm
 
-SOURCES   = src/heymarket.c src/client.c src/transfer.c src/json.c src/errors.c
+SOURCES   = src/heymarket.c src/options.c src/client.c src/request.c src/transfer.c src/json.c \
+            src/errors.c
 HEADERS   = src/hm.h src/compat.h
 
 BUILD     = build/$(LUA)

@@ -35,7 +35,7 @@ build = {
     heymarket = {
       sources = {
         "src/heymarket.c",
-        "src/client.c",
+        "src/options.c", "src/client.c", "src/request.c",
         "src/transfer.c",
         "src/json.c",
         "src/errors.c",

@@ -176,11 +176,12 @@ describe("Clients", function()
       assert.equals(3, err.attempts)
     end)
 
-    it("must be a whole number >= 0", function()
-      for _, bad in ipairs({ -1, 1.5, 0 / 0 }) do
+    it("must be a whole number from 0 to 1000, never clamped", function()
+      for _, bad in ipairs({ -1, 1.5, 0 / 0, 1001, 1e300 }) do
         assert.has_error(function() new({ max_retries = bad }) end,
-          "heymarket: option 'max_retries' must be a whole number >= 0")
+          "heymarket: option 'max_retries' must be a whole number from 0 to 1000")
       end
+      assert.has_no_error(function() new({ max_retries = 1000 }) end)
     end)
   end)
 

@@ -191,3 +191,9 @@ int hm_push_failure(lua_State *L, hm_request *req, hm_kind kind, const char *det
     lua_replace(L, err_idx - 1);
     return 3;
 }
+
+int hm_raise_memory(lua_State *L)
+{
+    lua_pushliteral(L, "not enough memory");
+    return lua_error(L);
+}

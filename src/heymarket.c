@@ -45,6 +45,38 @@ static int m_team(lua_State *L)
     return module_call(L, "/v1/team", HM_SHAPE_OBJECT);
 }
 
+/* heymarket.get(path[, options]): the path is checked by client:get. */
+static int m_get(lua_State *L)
+{
+    lua_settop(L, 2);
+    if (lua_type(L, 1) != LUA_TSTRING)
+        luaL_argerror(L, 1, lua_pushfstring(L, "path must be a string, got %s",
+                                            luaL_typename(L, 1)));
+    if (lua_isnil(L, 2)) {
+        lua_getfield(L, HM_STATE_IDX, HM_STATE_DEFAULT);
+        if (lua_isnil(L, -1)) {
+            lua_pop(L, 1);
+            hm_client_new(L, 0);
+            lua_pushvalue(L, -1);
+            lua_setfield(L, HM_STATE_IDX, HM_STATE_DEFAULT);
+        }
+        lua_getfield(L, -1, "get");
+        lua_insert(L, 3);
+        lua_pushvalue(L, 1);
+        lua_call(L, 2, LUA_MULTRET);
+        return lua_gettop(L) - 2;
+    }
+    {
+        hm_client *c = hm_client_new(L, 2);
+        lua_getfield(L, -1, "get");
+        lua_insert(L, 3);
+        lua_pushvalue(L, 1);
+        lua_call(L, 2, LUA_MULTRET); /* on an error, the collector closes c */
+        hm_client_close(c);
+        return lua_gettop(L) - 2;
+    }
+}
+
 /* "heymarket-lua/V (Lua V; libcurl/V)"; LuaJIT names itself. */
 static void push_user_agent(lua_State *L)
 {
@@ -66,6 +98,7 @@ int luaopen_heymarket(lua_State *L)
         {"new", m_new},
         {"inboxes", m_inboxes},
         {"team", m_team},
+        {"get", m_get},
         {NULL, NULL}
     };
     static int curl_ready = 0;
@@ -89,6 +122,7 @@ int luaopen_heymarket(lua_State *L)
     lua_settop(L, top);
 
     hm_client_open(L);
+    hm_request_open(L);
 
     lua_newtable(L);
     lua_pushvalue(L, state);

@@ -26,7 +26,10 @@
 #endif
 
 #define HM_BODY_IN_ERROR 4096 /* err.body keeps at most this much */
+#define HM_FIELD_MAX 1024     /* err.request_id and err.location keep at most this much */
 #define HM_IDLE_MAX 16        /* finished easy handles a client keeps for reuse */
+#define HM_MAX_RETRIES 1000   /* the largest max_retries accepted */
+#define HM_MAX_CONNECTIONS 1000 /* the largest max_connections accepted */
 
 /* Slots of the module state table, the upvalue every C function shares. */
 #define HM_STATE_DECODE "decode"     /* private cjson.decode (or vim.json.decode) */
@@ -54,8 +57,17 @@ typedef enum hm_kind {
 typedef enum hm_shape {
     HM_SHAPE_ANY = 0,
     HM_SHAPE_ARRAY,
-    HM_SHAPE_OBJECT
+    HM_SHAPE_OBJECT,
+    HM_SHAPE_RAW        /* the body as a string, undecoded */
 } hm_shape;
+
+/* What heymarket.new() was given, checked and defaulted (options.c). */
+typedef struct hm_options {
+    const char *api_key, *base_url, *ca_file, *ca_path, *proxy, *user_agent;
+    double timeout, connect_timeout, max_retry_wait, max_response;
+    int max_retries, max_connections;
+    int keep_null;
+} hm_options;
 
 typedef enum hm_state {
     HM_QUEUED,  /* waiting for its start time (first attempt or a retry) */
@@ -77,6 +89,7 @@ struct hm_client {
     struct curl_slist *headers; /* Authorization and Accept */
     long timeout_ms, connect_timeout_ms;
     int max_retries;
+    int max_connections;      /* per host: CURLMOPT_MAX_HOST_CONNECTIONS */
     double max_retry_wait;
     size_t max_response;
     int keep_null;
@@ -94,8 +107,8 @@ struct hm_request {
     hm_request *next, *prev;
     hm_state state;
     hm_shape shape;
-    char *path;               /* as the caller named it, e.g. "/v1/inboxes" */
-    char *url;
+    const char *path;         /* as the caller named it, e.g. "/v1/inboxes" */
+    const char *url;          /* path and url live in the userdata, after the struct */
     CURL *easy;
     double start_at;          /* monotonic seconds: when a queued attempt may start */
     unsigned long seen_step;  /* client->steps when this request last polled */
@@ -131,10 +144,21 @@ HM_INTERNAL void hm_request_finish(hm_request *req, hm_kind kind, const char *de
 HM_INTERNAL void hm_request_release(hm_request *req);
 HM_INTERNAL void hm_client_shutdown(hm_client *c);
 
-/* client.c: options, the Client and Request userdata */
+/* options.c: the options table of heymarket.new() */
+HM_INTERNAL void hm_read_options(lua_State *L, int idx, hm_options *o);
+
+/* client.c: the Client userdata */
 HM_INTERNAL void hm_client_open(lua_State *L);
 HM_INTERNAL hm_client *hm_client_new(lua_State *L, int opts_idx);
 HM_INTERNAL void hm_client_close(hm_client *c);
+HM_INTERNAL hm_client *hm_check_client(lua_State *L, int idx);
+HM_INTERNAL void hm_new_metatable(lua_State *L, int state, const char *name,
+                                  const luaL_Reg *meta, const luaL_Reg *methods);
+
+/* request.c: the Request userdata; blocking calls */
+HM_INTERNAL void hm_request_open(lua_State *L);
+HM_INTERNAL hm_request *hm_request_push(lua_State *L, hm_client *c, int client_idx,
+                                        const char *path, hm_shape shape);
 HM_INTERNAL int hm_client_call(lua_State *L, hm_client *c, int client_idx,
                                const char *path, hm_shape shape);
 
@@ -145,5 +169,7 @@ HM_INTERNAL int hm_json_decode(lua_State *L, hm_request *req, int keep_null);
 /* errors.c: the nil, message, err triple */
 HM_INTERNAL int hm_push_failure(lua_State *L, hm_request *req, hm_kind kind,
                                 const char *detail);
+/* Raise Lua's "not enough memory" (for a failed malloc outside Lua). */
+HM_INTERNAL int hm_raise_memory(lua_State *L);
 
 #endif

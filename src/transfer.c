@@ -636,9 +636,7 @@ void hm_request_release(hm_request *req)
     }
     reset_response_headers(req);
     free(req->body.data);
-    free(req->path);
-    free(req->url);
-    req->body.data = req->path = req->url = NULL;
+    req->body.data = NULL;
     req->body.len = req->body.cap = 0;
 }
 
