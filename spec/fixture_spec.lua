@@ -320,8 +320,9 @@ describe("fixture", function()
       -- CURLE_PEER_FAILED_VERIFICATION
       assert.are.equal(60, run("curl -sS -o /dev/null --cacert " .. quote(srv.ca_file)
         .. h .. " " .. srv.https_wrong_host .. "/v1/inboxes 2>/dev/null"))
-      -- CURLE_PARTIAL_FILE, over TLS as well
-      assert.are.equal(18, run("curl -sS -o /dev/null --cacert " .. quote(srv.ca_file)
+      -- CURLE_PARTIAL_FILE, over TLS as well (HTTP/1.1: over HTTP/2 the
+      -- same cut is a stream error, 92)
+      assert.are.equal(18, run("curl -sS --http1.1 -o /dev/null --cacert " .. quote(srv.ca_file)
         .. h .. " " .. srv.https .. "/t/short/x/v1/inboxes 2>/dev/null"))
       assert.are.equal(18, run("curl -sS -o /dev/null" .. h .. " " .. srv.http
         .. "/t/short/x/v1/inboxes 2>/dev/null"))

@@ -72,6 +72,9 @@ hm_client *hm_client_new(lua_State *L, int opts_idx)
     c->max_retry_wait = o.max_retry_wait;
     c->max_response = o.max_response < (double)SIZE_MAX ? (size_t)o.max_response : SIZE_MAX;
     c->keep_null = o.keep_null;
+    lua_getglobal(L, "ngx");
+    c->in_nginx = lua_istable(L, -1);
+    lua_pop(L, 1);
     c->rng = ((uint64_t)time(NULL) << 20) ^ (uint64_t)c->pid ^ (uint64_t)(uintptr_t)c;
     if (c->rng == 0)
         c->rng = 1;
@@ -127,9 +130,10 @@ static void wipe_headers(hm_client *c)
     c->headers = NULL;
 }
 
-/* Free connections and secrets; safe to run twice, and at any moment (a
- * finalizer may close a client in the middle of one of its calls: that call
- * then ends as cancelled). base_url stays for tostring until the userdata
+/* Free connections and the request headers; safe to run twice, and at any
+ * moment (a finalizer may close a client in the middle of one of its calls:
+ * that call then ends as cancelled). base_url stays for tostring, and the
+ * key for redacting the failures of requests still held, until the userdata
  * itself goes. */
 void hm_client_close(hm_client *c)
 {
@@ -138,12 +142,11 @@ void hm_client_close(hm_client *c)
     c->closed = 1;
     hm_client_shutdown(c);
     wipe_headers(c);
-    free_secret(c->api_key);
     free(c->user_agent);
     free(c->ca_file);
     free(c->ca_path);
     free(c->proxy);
-    c->api_key = c->user_agent = c->ca_file = c->ca_path = c->proxy = NULL;
+    c->user_agent = c->ca_file = c->ca_path = c->proxy = NULL;
 }
 
 static int client_close(lua_State *L)
@@ -157,7 +160,8 @@ static int client_gc(lua_State *L)
     hm_client *c = luaL_checkudata(L, 1, HM_CLIENT_MT);
     hm_client_close(c);
     free(c->base_url);
-    c->base_url = NULL;
+    free_secret(c->api_key);
+    c->base_url = c->api_key = NULL;
     return 0;
 }
 

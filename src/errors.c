@@ -6,6 +6,11 @@
 
 #define SERVER_MESSAGE_MAX 300 /* longest server message kept in the one-line message */
 
+/* Where a failed response repeats the API key (an echoing error page, say),
+ * it is replaced before anything reaches Lua, and before anything is cut:
+ * a key cut in half would still leak most of it. */
+static const char REDACTED[] = "[redacted]";
+
 static const char *hm_kind_name(hm_kind kind)
 {
     switch (kind) {
@@ -38,19 +43,53 @@ static const char *standard_reason(long status)
     }
 }
 
-/* Push s (n bytes) as one printable line: control characters become spaces. */
-static void push_one_line(lua_State *L, const char *s, size_t n, size_t max)
+static unsigned char printable(unsigned char ch)
 {
+    return (ch < 0x20 || ch == 0x7f) ? ' ' : ch;
+}
+
+/* Push at most max bytes of s (n bytes) with every occurrence of key
+ * replaced, and, for one_line, control characters turned into spaces first
+ * (the key holds none, so an echoed key is still found). */
+static void push_clean(lua_State *L, const char *s, size_t n, const char *key, size_t max,
+                       int one_line)
+{
+    size_t k = key != NULL ? strlen(key) : 0, i = 0, out = 0;
     luaL_Buffer b;
-    size_t i;
-    if (n > max)
-        n = max;
+    if (s == NULL)
+        n = 0;
+    if (n > max + k)
+        n = max + k; /* enough to see a key that starts before the cut */
     luaL_buffinit(L, &b);
-    for (i = 0; i < n; i++) {
+    while (i < n && out < max) {
         unsigned char ch = (unsigned char)s[i];
-        luaL_addchar(&b, (ch < 0x20 || ch == 0x7f) ? ' ' : (char)ch);
+        if (one_line)
+            ch = printable(ch);
+        if (k > 0 && ch == (unsigned char)key[0] && n - i >= k) {
+            size_t j = 1;
+            while (j < k && (one_line ? printable((unsigned char)s[i + j])
+                                      : (unsigned char)s[i + j]) == (unsigned char)key[j])
+                j++;
+            if (j == k) {
+                size_t m = sizeof REDACTED - 1;
+                if (m > max - out)
+                    m = max - out;
+                luaL_addlstring(&b, REDACTED, m);
+                out += m;
+                i += k;
+                continue;
+            }
+        }
+        luaL_addchar(&b, (char)ch);
+        out++;
+        i++;
     }
     luaL_pushresult(&b);
+}
+
+static const char *api_key(const hm_request *req)
+{
+    return req->client != NULL ? req->client->api_key : NULL;
 }
 
 /* The server's own message: a JSON object's "error" (a string, or an object
@@ -64,9 +103,7 @@ static int push_server_message(lua_State *L, const hm_request *req)
         i++;
     if (i == req->body.len || req->body.data[i] != '{')
         return 0;
-    lua_getfield(L, HM_STATE_IDX, HM_STATE_DECODE);
-    lua_pushlstring(L, req->body.data, req->body.len);
-    if (lua_pcall(L, 1, 1, 0) != 0 || !lua_istable(L, -1)) {
+    if (!hm_json_decode_string(L, req->body.data, req->body.len) || !lua_istable(L, -1)) {
         lua_settop(L, top);
         return 0;
     }
@@ -82,7 +119,7 @@ static int push_server_message(lua_State *L, const hm_request *req)
     if (lua_type(L, -1) == LUA_TSTRING) {
         size_t n;
         const char *s = lua_tolstring(L, -1, &n);
-        push_one_line(L, s, n, SERVER_MESSAGE_MAX);
+        push_clean(L, s, n, api_key(req), SERVER_MESSAGE_MAX, 1);
         found = 1;
     }
     lua_replace(L, top + 1);
@@ -95,6 +132,16 @@ static void set_string(lua_State *L, const char *field, const char *value)
     if (value == NULL)
         return;
     lua_pushstring(L, value);
+    lua_setfield(L, -2, field);
+}
+
+/* A header value the server chose: redacted, then cut to HM_FIELD_MAX. */
+static void set_server_string(lua_State *L, const hm_request *req, const char *field,
+                              const char *value)
+{
+    if (value == NULL)
+        return;
+    push_clean(L, value, strlen(value), api_key(req), HM_FIELD_MAX, 0);
     lua_setfield(L, -2, field);
 }
 
@@ -133,11 +180,10 @@ int hm_push_failure(lua_State *L, hm_request *req, hm_kind kind, const char *det
 
     if (has_response) {
         set_number(L, "status", (double)req->status);
-        set_string(L, "request_id", req->request_id);
+        set_server_string(L, req, "request_id", req->request_id);
         if (req->status >= 300 && req->status < 400)
-            set_string(L, "location", req->location);
-        lua_pushlstring(L, req->body.data ? req->body.data : "",
-                        req->body.len < HM_BODY_IN_ERROR ? req->body.len : HM_BODY_IN_ERROR);
+            set_server_string(L, req, "location", req->location);
+        push_clean(L, req->body.data, req->body.len, api_key(req), HM_BODY_IN_ERROR, 0);
         lua_setfield(L, err_idx, "body");
     }
     if (req->retry_after >= 0 && has_response)
@@ -148,16 +194,17 @@ int hm_push_failure(lua_State *L, hm_request *req, hm_kind kind, const char *det
 
     /* err.message: the server's words for http, else the description. */
     if (kind == HM_KIND_HTTP) {
-        const char *reason = req->reason[0] ? req->reason : standard_reason(req->status);
+        const char *reason = req->reason != NULL && req->reason[0] ? req->reason
+                                                                   : standard_reason(req->status);
         if (!push_server_message(L, req)) {
             if (reason != NULL)
-                push_one_line(L, reason, strlen(reason), SERVER_MESSAGE_MAX);
+                push_clean(L, reason, strlen(reason), api_key(req), SERVER_MESSAGE_MAX, 1);
             else
                 lua_pushfstring(L, "HTTP %d", (int)req->status);
         }
     } else {
         const char *text = detail ? detail : hm_kind_name(kind);
-        push_one_line(L, text, strlen(text), SERVER_MESSAGE_MAX);
+        push_clean(L, text, strlen(text), api_key(req), SERVER_MESSAGE_MAX, 1);
     }
     lua_setfield(L, err_idx, "message");
 
@@ -177,7 +224,8 @@ int hm_push_failure(lua_State *L, hm_request *req, hm_kind kind, const char *det
         if (kind == HM_KIND_HTTP && req->status >= 300 && req->status < 400 && req->location) {
             lua_pushliteral(L, " (redirect to ");
             luaL_addvalue(&b);
-            push_one_line(L, req->location, strlen(req->location), SERVER_MESSAGE_MAX);
+            push_clean(L, req->location, strlen(req->location), api_key(req),
+                       SERVER_MESSAGE_MAX, 1);
             luaL_addvalue(&b);
             lua_pushliteral(L, " not followed)");
             luaL_addvalue(&b);

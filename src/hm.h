@@ -51,7 +51,8 @@ typedef enum hm_kind {
     HM_KIND_TLS,
     HM_KIND_DECODE,
     HM_KIND_TOO_LARGE,
-    HM_KIND_CANCELLED
+    HM_KIND_CANCELLED,
+    HM_KIND_NOMEM       /* never reported: taking the result raises a memory error */
 } hm_kind;
 
 typedef enum hm_shape {
@@ -93,6 +94,7 @@ struct hm_client {
     double max_retry_wait;
     size_t max_response;
     int keep_null;
+    int in_nginx;             /* made where the global ngx exists (OpenResty) */
     uint64_t rng;
     hm_request *active;       /* requests not yet done, linked through next/prev */
     CURL *idle[HM_IDLE_MAX];  /* easy handles set up for this client, not in use */
@@ -118,8 +120,9 @@ struct hm_request {
     hm_buf body;
     int too_large;
     int out_of_memory;
+    int socket_errno;         /* why libcurl could not open a socket, or 0 */
     long status;
-    char reason[64];          /* the status line's reason phrase */
+    char *reason;             /* the status line's reason phrase, whole */
     char *request_id;
     char *location;
     double retry_after;       /* seconds, or < 0 when absent */
@@ -165,6 +168,7 @@ HM_INTERNAL int hm_client_call(lua_State *L, hm_client *c, int client_idx,
 /* json.c: decoding and normalising */
 HM_INTERNAL int hm_json_setup(lua_State *L);
 HM_INTERNAL int hm_json_decode(lua_State *L, hm_request *req, int keep_null);
+HM_INTERNAL int hm_json_decode_string(lua_State *L, const char *s, size_t n);
 
 /* errors.c: the nil, message, err triple */
 HM_INTERNAL int hm_push_failure(lua_State *L, hm_request *req, hm_kind kind,

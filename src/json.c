@@ -8,6 +8,16 @@
 
 #define MAX_DEPTH 1000 /* cjson's own default limit; we recurse no deeper */
 
+/* lua_pcall for the setup steps: a memory error (or an error while handling
+ * one) is raised on, never taken for "this decoder is missing". */
+static int setup_pcall(lua_State *L, int nargs, int nresults)
+{
+    int status = lua_pcall(L, nargs, nresults, 0);
+    if (status != 0 && status != LUA_ERRRUN)
+        lua_error(L);
+    return status;
+}
+
 /* If the table at the top has a decode function, store it as the state's
  * decoder and return 1; the stack is left as it was either way. */
 static int take_decoder(lua_State *L, int state)
@@ -29,17 +39,17 @@ int hm_json_setup(lua_State *L)
     int state = lua_gettop(L);
     lua_getglobal(L, "require");
     lua_pushliteral(L, "cjson");
-    if (lua_pcall(L, 1, 1, 0) == 0 && lua_istable(L, -1)) {
+    if (setup_pcall(L, 1, 1) == 0 && lua_istable(L, -1)) {
         int cjson = lua_gettop(L);
         lua_getfield(L, cjson, "null");
         lua_setfield(L, state, HM_STATE_JNULL);
         /* A private instance: the host's shared cjson settings stay untouched. */
         lua_getfield(L, cjson, "new");
-        if (lua_pcall(L, 0, 1, 0) == 0 && lua_istable(L, -1)) {
+        if (setup_pcall(L, 0, 1) == 0 && lua_istable(L, -1)) {
             lua_getfield(L, -1, "decode_invalid_numbers");
             if (lua_isfunction(L, -1)) {
                 lua_pushboolean(L, 0);
-                if (lua_pcall(L, 1, 0, 0) != 0)
+                if (setup_pcall(L, 1, 0) != 0)
                     lua_pop(L, 1);
             } else {
                 lua_pop(L, 1);
@@ -131,6 +141,35 @@ static int normalise(lua_State *L, int jnull, int keep_null, int depth)
     return 1;
 }
 
+/* Is the error at the top the decoder's own verdict on its input? lua-cjson
+ * (and Neovim's vim.json, built from it) says "Expected ... but found ..."
+ * or "Found too many nested data structures ...". Anything else (an
+ * interrupt raised by a debug hook, a memory error) belongs to the caller. */
+static int decoder_verdict(lua_State *L, int status)
+{
+    const char *why;
+    if (status != LUA_ERRRUN || lua_type(L, -1) != LUA_TSTRING)
+        return 0;
+    why = lua_tostring(L, -1);
+    return strncmp(why, "Expected ", 9) == 0 || strncmp(why, "Found ", 6) == 0;
+}
+
+/* Decode s (n bytes) with the module's decoder: push the value and return
+ * 1, or push the decoder's complaint and return 0. Any other error is
+ * raised on. */
+int hm_json_decode_string(lua_State *L, const char *s, size_t n)
+{
+    int status;
+    lua_getfield(L, HM_STATE_IDX, HM_STATE_DECODE);
+    lua_pushlstring(L, s != NULL ? s : "", n);
+    status = lua_pcall(L, 1, 1, 0);
+    if (status == 0)
+        return 1;
+    if (!decoder_verdict(L, status))
+        lua_error(L);
+    return 0;
+}
+
 /* Decode req's body. On success push the value and return 1; on failure
  * push a description and return 0. */
 int hm_json_decode(lua_State *L, hm_request *req, int keep_null)
@@ -158,11 +197,8 @@ int hm_json_decode(lua_State *L, hm_request *req, int keep_null)
 
     lua_getfield(L, HM_STATE_IDX, HM_STATE_JNULL);
     jnull = lua_gettop(L);
-    lua_getfield(L, HM_STATE_IDX, HM_STATE_DECODE);
-    lua_pushlstring(L, p, n);
-    if (lua_pcall(L, 1, 1, 0) != 0) {
-        const char *why = lua_tostring(L, -1);
-        lua_pushfstring(L, "invalid JSON: %s", why ? why : "decoder failed");
+    if (!hm_json_decode_string(L, p, n)) {
+        lua_pushfstring(L, "invalid JSON: %s", lua_tostring(L, -1));
         lua_replace(L, top + 1);
         lua_settop(L, top + 1);
         return 0;

@@ -4,6 +4,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* Push a started request for c (the client userdata at client_idx). Its
  * path and URL live in the userdata itself, so they stay readable whatever
@@ -42,6 +43,8 @@ hm_request *hm_request_push(lua_State *L, hm_client *c, int client_idx, const ch
 /* Push what the blocking call returns for a finished request. */
 static int push_outcome(lua_State *L, hm_request *req)
 {
+    if (req->kind == HM_KIND_NOMEM)
+        return hm_raise_memory(L);
     if (req->kind != HM_OK)
         return hm_push_failure(L, req, req->kind, req->detail);
     if (req->shape == HM_SHAPE_RAW) {
@@ -60,9 +63,41 @@ static int push_outcome(lua_State *L, hm_request *req)
     }
 }
 
+/* A blocking call in an nginx worker stalls every request the worker
+ * serves. Say so in the error log, once per worker process. */
+static void warn_if_in_nginx(lua_State *L, const char *path)
+{
+    static pid_t warned = 0;
+    pid_t pid = getpid();
+    int top = lua_gettop(L);
+    if (warned == pid)
+        return;
+    lua_getglobal(L, "ngx");
+    if (lua_istable(L, -1)) {
+        lua_getfield(L, -1, "get_phase");
+        if (lua_isfunction(L, -1)) {
+            lua_call(L, 0, 1);
+            if (lua_type(L, -1) == LUA_TSTRING && strcmp(lua_tostring(L, -1), "init") != 0) {
+                warned = pid;
+                lua_getfield(L, top + 1, "log");
+                lua_getfield(L, top + 1, "WARN");
+                lua_pushfstring(L, "heymarket: a blocking call (GET %s) stalls this nginx worker "
+                                   "until it returns; use require(\"heymarket.resty\") instead, "
+                                   "which yields to nginx (logged once per worker)", path);
+                if (lua_isfunction(L, -3))
+                    lua_call(L, 2, 0);
+            }
+        }
+    }
+    lua_settop(L, top);
+}
+
 int hm_client_call(lua_State *L, hm_client *c, int client_idx, const char *path, hm_shape shape)
 {
-    hm_request *req = hm_request_push(L, c, client_idx, path, shape);
+    hm_request *req;
+    if (c->in_nginx)
+        warn_if_in_nginx(L, path);
+    req = hm_request_push(L, c, client_idx, path, shape);
     int n;
     hm_client_wait(c, req, -1);
     n = push_outcome(L, req);

@@ -5,6 +5,7 @@
 #include "hm.h"
 
 #include <errno.h>
+#include <sys/socket.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -96,13 +97,28 @@ static double parse_retry_after(const char *value)
     }
 }
 
+/* libcurl's socket, opened here to learn why it could not be: out of file
+ * descriptors must not pass for "Couldn't connect". Close-on-exec, so the
+ * host's child processes (Neovim jobs, say) do not inherit connections. */
+static curl_socket_t open_socket(void *ud, curlsocktype purpose, struct curl_sockaddr *a)
+{
+    hm_request *req = ud;
+    curl_socket_t fd;
+    (void)purpose;
+    fd = socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+    if (fd == CURL_SOCKET_BAD && req != NULL)
+        req->socket_errno = errno;
+    return fd;
+}
+
 static void reset_response_headers(hm_request *req)
 {
     free(req->request_id);
     free(req->location);
+    free(req->reason);
     req->request_id = NULL;
     req->location = NULL;
-    req->reason[0] = '\0';
+    req->reason = NULL;
     req->retry_after = -1;
 }
 
@@ -117,19 +133,13 @@ static size_t on_header(char *line, size_t size, size_t nitems, void *ud)
         len--;
     if (header_is(line, len, "http/")) {
         /* A new response (after 100 Continue, or a proxy's CONNECT). */
-        const char *sp = memchr(line, ' ', len), *reason = NULL;
-        size_t rlen = 0;
+        /* Kept whole: errors.c redacts the key before it cuts anything. */
+        const char *sp = memchr(line, ' ', len);
         reset_response_headers(req);
         if (sp != NULL)
             sp = memchr(sp + 1, ' ', len - (size_t)(sp + 1 - line));
-        if (sp != NULL) {
-            reason = sp + 1;
-            rlen = len - (size_t)(reason - line);
-            if (rlen >= sizeof req->reason)
-                rlen = sizeof req->reason - 1;
-            memcpy(req->reason, reason, rlen);
-            req->reason[rlen] = '\0';
-        }
+        if (sp != NULL && (req->reason = dup_trimmed(sp + 1, len - (size_t)(sp + 1 - line))) == NULL)
+            req->out_of_memory = 1;
         return total;
     }
     if (header_is(line, len, "x-request-id:")) {
@@ -143,7 +153,9 @@ static size_t on_header(char *line, size_t size, size_t nitems, void *ud)
         skip = 9;
     } else if (header_is(line, len, "retry-after:")) {
         char *value = dup_trimmed(line + 12, len - 12);
-        if (value != NULL) {
+        if (value == NULL)
+            req->out_of_memory = 1;
+        else {
             req->retry_after = parse_retry_after(value);
             free(value);
         }
@@ -152,6 +164,8 @@ static size_t on_header(char *line, size_t size, size_t nitems, void *ud)
     if (slot != NULL) {
         free(*slot);
         *slot = dup_trimmed(line + skip, len - skip);
+        if (*slot == NULL)
+            req->out_of_memory = 1;
     }
     return total;
 }
@@ -169,101 +183,6 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *ud)
         return 0;
     }
     return n;
-}
-
-/* Where the response repeats the API key (an echoing error page, say), it is
- * replaced before anything reaches Lua. */
-static const char REDACTED[] = "[redacted]";
-
-static const char *find_bytes(const char *hay, size_t n, const char *needle, size_t k)
-{
-    const char *p = hay, *end = hay + n;
-    while (k <= (size_t)(end - p)) {
-        const char *hit = memchr(p, needle[0], (size_t)(end - p) - k + 1);
-        if (hit == NULL)
-            return NULL;
-        if (memcmp(hit, needle, k) == 0)
-            return hit;
-        p = hit + 1;
-    }
-    return NULL;
-}
-
-/* A copy of s (n bytes) with every key replaced, in *out_n bytes plus a NUL;
- * NULL when the key is absent. Without memory for the copy, the key is
- * overwritten in place instead, and NULL returned. */
-static char *redact(char *s, size_t n, const char *key, size_t *out_n)
-{
-    size_t k = strlen(key), count = 0, len;
-    const char *p = s, *hit;
-    char *copy, *q;
-    if (s == NULL || k == 0)
-        return NULL;
-    while ((hit = find_bytes(p, n - (size_t)(p - s), key, k)) != NULL) {
-        count++;
-        p = hit + k;
-    }
-    if (count == 0)
-        return NULL;
-    len = n - count * k + count * (sizeof REDACTED - 1);
-    copy = malloc(len + 1);
-    if (copy == NULL) {
-        for (p = s; (hit = find_bytes(p, n - (size_t)(p - s), key, k)) != NULL; p = hit + k)
-            memset(s + (hit - s), '*', k);
-        return NULL;
-    }
-    for (p = s, q = copy; (hit = find_bytes(p, n - (size_t)(p - s), key, k)) != NULL; p = hit + k) {
-        memcpy(q, p, (size_t)(hit - p));
-        q += hit - p;
-        memcpy(q, REDACTED, sizeof REDACTED - 1);
-        q += sizeof REDACTED - 1;
-    }
-    memcpy(q, p, n - (size_t)(p - s));
-    copy[len] = '\0';
-    *out_n = len;
-    return copy;
-}
-
-static void redact_string(char **s, const char *key)
-{
-    size_t n;
-    char *clean = *s ? redact(*s, strlen(*s), key, &n) : NULL;
-    if (clean != NULL) {
-        free(*s);
-        *s = clean;
-    }
-}
-
-static void redact_array(char *s, size_t cap, const char *key)
-{
-    size_t n;
-    char *clean = redact(s, strlen(s), key, &n);
-    if (clean != NULL) {
-        if (n >= cap)
-            n = cap - 1;
-        memcpy(s, clean, n);
-        s[n] = '\0';
-        free(clean);
-    }
-}
-
-static void redact_response(hm_request *req)
-{
-    const char *key = req->client->api_key;
-    size_t n;
-    char *body;
-    if (key == NULL)
-        return;
-    body = redact(req->body.data, req->body.len, key, &n);
-    if (body != NULL) {
-        free(req->body.data);
-        req->body.data = body;
-        req->body.len = req->body.cap = n;
-    }
-    redact_string(&req->request_id, key);
-    redact_string(&req->location, key);
-    redact_array(req->reason, sizeof req->reason, key);
-    redact_array(req->detail, sizeof req->detail, key);
 }
 
 static uint64_t next_random(hm_client *c)
@@ -307,12 +226,27 @@ static void check_fork(hm_client *c)
     }
 }
 
+/* The client's multi handle, made on first use. At most max_connections
+ * connections to a host, and as many kept idle; more transfers wait inside
+ * libcurl for a free connection (or share one over HTTP/2). */
 static int ensure_multi(hm_client *c)
 {
     check_fork(c);
-    if (c->multi == NULL)
+    if (c->multi == NULL) {
         c->multi = curl_multi_init();
-    return c->multi != NULL;
+        if (c->multi == NULL)
+            return 0;
+        if (curl_multi_setopt(c->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)c->max_connections)
+                != CURLM_OK
+            || curl_multi_setopt(c->multi, CURLMOPT_MAXCONNECTS, (long)c->max_connections)
+                != CURLM_OK
+            || curl_multi_setopt(c->multi, CURLMOPT_PIPELINING, CURLPIPE_MULTIPLEX) != CURLM_OK) {
+            curl_multi_cleanup(c->multi);
+            c->multi = NULL;
+            return 0;
+        }
+    }
+    return 1;
 }
 
 /* Take the request's easy handle out of the multi handle and keep it for the
@@ -333,6 +267,7 @@ static void drop_easy(hm_request *req)
         curl_easy_setopt(req->easy, CURLOPT_ERRORBUFFER, NULL);
         curl_easy_setopt(req->easy, CURLOPT_WRITEDATA, NULL);
         curl_easy_setopt(req->easy, CURLOPT_HEADERDATA, NULL);
+        curl_easy_setopt(req->easy, CURLOPT_OPENSOCKETDATA, NULL);
         curl_easy_setopt(req->easy, CURLOPT_PRIVATE, NULL);
         c->idle[c->n_idle++] = req->easy;
     } else
@@ -388,7 +323,15 @@ static int setup_easy(hm_client *c, CURL *e)
       && curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L) == CURLE_OK
       && curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L) == CURLE_OK
       && curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L) == CURLE_OK
+      /* Over TLS, wait to learn whether a connection multiplexes (HTTP/2)
+       * before opening another; plain HTTP is HTTP/1.1 here, never waits. */
+      && curl_easy_setopt(e, CURLOPT_PIPEWAIT, strncmp(c->base_url, "https:", 6) == 0 ? 1L : 0L)
+             == CURLE_OK
+      && curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE,
+                          (curl_off_t)(c->max_response < (size_t)INT64_MAX ? c->max_response
+                                                                           : (size_t)INT64_MAX)) == CURLE_OK
       && curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body) == CURLE_OK
+      && curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, open_socket) == CURLE_OK
       && curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header) == CURLE_OK
       && (c->ca_file == NULL || curl_easy_setopt(e, CURLOPT_CAINFO, c->ca_file) == CURLE_OK)
       && (c->ca_path == NULL || curl_easy_setopt(e, CURLOPT_CAPATH, c->ca_path) == CURLE_OK)
@@ -414,6 +357,7 @@ static CURL *make_easy(hm_request *req)
     if (curl_easy_setopt(e, CURLOPT_URL, req->url) != CURLE_OK
         || curl_easy_setopt(e, CURLOPT_WRITEDATA, req) != CURLE_OK
         || curl_easy_setopt(e, CURLOPT_HEADERDATA, req) != CURLE_OK
+        || curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, req) != CURLE_OK
         || curl_easy_setopt(e, CURLOPT_ERRORBUFFER, req->errbuf) != CURLE_OK
         || curl_easy_setopt(e, CURLOPT_PRIVATE, req) != CURLE_OK) {
         curl_easy_cleanup(e);
@@ -427,24 +371,30 @@ static void start_attempt(hm_request *req)
     hm_client *c = req->client;
     reset_response_headers(req);
     req->body.len = 0;
-    req->too_large = req->out_of_memory = 0;
+    req->too_large = req->out_of_memory = req->socket_errno = 0;
     req->status = 0;
     req->curl_code = CURLE_OK;
     req->errbuf[0] = '\0';
     req->attempts++;
+    /* A closed client never sends: its headers (the key) are gone. */
+    if (c->closed) {
+        hm_request_finish(req, HM_KIND_CANCELLED, "the client was closed");
+        return;
+    }
+    /* libcurl fails these only when out of memory. */
     if (!ensure_multi(c)) {
-        hm_request_finish(req, HM_KIND_NETWORK, "could not create a curl multi handle");
+        hm_request_finish(req, HM_KIND_NOMEM, "could not create a curl multi handle");
         return;
     }
     req->easy = make_easy(req);
     if (req->easy == NULL) {
-        hm_request_finish(req, HM_KIND_NETWORK, "could not set up a curl handle");
+        hm_request_finish(req, HM_KIND_NOMEM, "could not set up a curl handle");
         return;
     }
     if (curl_multi_add_handle(c->multi, req->easy) != CURLM_OK) {
         curl_easy_cleanup(req->easy);
         req->easy = NULL;
-        hm_request_finish(req, HM_KIND_NETWORK, "could not add the transfer to the multi handle");
+        hm_request_finish(req, HM_KIND_NOMEM, "could not add the transfer to the multi handle");
         return;
     }
     req->state = HM_RUNNING;
@@ -488,16 +438,26 @@ static void complete_attempt(hm_request *req, CURLcode code)
     const char *detail = NULL;
     double wait;
 
+    int os_errno = req->socket_errno;
+
     curl_easy_getinfo(req->easy, CURLINFO_RESPONSE_CODE, &req->status);
     req->curl_code = code;
     drop_easy(req);
 
-    if (req->too_large) {
+    if (req->out_of_memory || code == CURLE_OUT_OF_MEMORY) {
+        /* Raised as Lua's memory error when the result is taken. */
+        hm_request_finish(req, HM_KIND_NOMEM, "out of memory while reading the response");
+        return;
+    } else if (req->too_large || code == CURLE_FILESIZE_EXCEEDED) {
         kind = HM_KIND_TOO_LARGE;
         detail = "response body is larger than max_response";
-    } else if (req->out_of_memory) {
+    } else if (code == CURLE_COULDNT_CONNECT && (os_errno == EMFILE || os_errno == ENFILE)) {
+        /* Not the server's fault: say so, instead of "Couldn't connect". */
         kind = HM_KIND_NETWORK;
-        detail = "out of memory while reading the response";
+        retryable = 1;
+        detail = os_errno == EMFILE
+            ? "out of file descriptors: the process has too many open files (see ulimit -n)"
+            : "out of file descriptors: the system has too many open files";
     } else if (code == CURLE_OPERATION_TIMEDOUT) {
         kind = HM_KIND_TIMEOUT;
         retryable = 1;
@@ -521,7 +481,6 @@ static void complete_attempt(hm_request *req, CURLcode code)
     if (!retryable || req->attempts > c->max_retries
         || (req->retry_after >= 0 && req->retry_after > c->max_retry_wait)) {
         hm_request_finish(req, kind, detail);
-        redact_response(req);
         return;
     }
     wait = req->retry_after >= 0 ? req->retry_after : backoff(c, req->attempts);

@@ -651,7 +651,7 @@ function M.start(opts)
     locations,
     "}",
     "server {",
-    "    listen 127.0.0.1:${port2} ssl;",
+    "    listen 127.0.0.1:${port2} ssl http2;",
     "    ssl_certificate \"${prefix}/certs/server.pem\";",
     "    ssl_certificate_key \"${prefix}/certs/server.key\";",
     locations,

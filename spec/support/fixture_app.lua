@@ -442,6 +442,18 @@ scenarios.headers = function()
   return send(200, request_headers_json())
 end
 
+-- After arg milliseconds: which connection (nginx's serial number) and which
+-- protocol carried the request, to count the connections a client opens.
+scenarios.conn = function(arg)
+  local ms = tonumber(arg)
+  if not ms or ms < 0 then
+    return bad_arg(arg)
+  end
+  ngx.sleep(ms / 1000)
+  return send(200, string.format('{"connection":%d,"protocol":%s}',
+    tonumber(ngx.var.connection), encode_string(ngx.var.server_protocol or "")))
+end
+
 scenarios.requestid = function(arg)
   local code = status_code(arg)
   if not code then
