@@ -64,6 +64,7 @@ $(MODULE): $(SOURCES) $(HEADERS) Makefile
 # version runs even after a failure, and the target fails if any did.
 test: deps-test
 	@for v in $(VERSIONS); do $(MAKE) --no-print-directory LUA=$$v all || exit 1; done
+	@$(MAKE) --no-print-directory build/oom_host
 	@$(MAKE) --no-print-directory lint
 	@failed=""; \
 	for v in $(VERSIONS); do \
@@ -73,6 +74,12 @@ test: deps-test
 	done; \
 	sh tools/summary.sh $(addprefix build/,$(addsuffix /spec.log,$(VERSIONS))); \
 	if [ -n "$$failed" ]; then echo "specs failed for:$$failed"; exit 1; fi
+
+# The allocation-failure host (spec/oom_spec.lua runs it in the 5.4 pass).
+build/oom_host: tools/oom_host.c
+	@mkdir -p build
+	$(CC) -std=c99 -Wall -Wextra -Werror -O1 -g -I/usr/include/lua5.4 -o $@ tools/oom_host.c \
+		-llua5.4 -ldl
 
 # The specs for one version: make spec LUA=lua5.3
 spec: $(MODULE)
@@ -91,6 +98,7 @@ lint:
 valgrind: deps-test
 	@$(MAKE) --no-print-directory LUA=lua5.4 all
 	valgrind --quiet --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
+		--suppressions=tools/valgrind.supp \
 		--show-leak-kinds=definite $(call busted_for,lua5.4) spec
 
 asan: deps-test
