@@ -50,7 +50,7 @@ export NO_PROXY = 127.0.0.1,localhost
 
 # ---- targets -----------------------------------------------------------------
 
-.PHONY: all test spec demo install lint valgrind asan fuzz bench deps-test deps-demo clean
+.PHONY: all test spec demo install lint valgrind asan fuzz bench deps-test deps-clang deps-demo clean
 
 all: $(MODULE)
 
@@ -101,7 +101,7 @@ valgrind: deps-test
 		--suppressions=tools/valgrind.supp \
 		--show-leak-kinds=definite $(call busted_for,lua5.4) spec
 
-asan: deps-test
+asan: deps-test deps-clang
 	@mkdir -p build/asan
 	clang $(WARNINGS) -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fPIC \
 		-I/usr/include/lua5.4 -shared -o build/asan/heymarket.so $(SOURCES) $(LIBS)
@@ -110,13 +110,22 @@ asan: deps-test
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 		build/asan/lua /usr/bin/busted --cpath="build/asan/?.so" --lpath="src/?.lua;src/?/init.lua" spec
 
-# libFuzzer over header parsing, Retry-After and key redaction (FUZZ_SECONDS).
+# libFuzzer, FUZZ_SECONDS each: the failure triple built from header lines and
+# bodies (the key must never show), and decoding + normalising any bytes.
 FUZZ_SECONDS ?= 60
-fuzz: deps-test
-	@mkdir -p build/fuzz/corpus
-	clang -std=c99 -Wall -Wextra -Werror -g -O1 -fsanitize=fuzzer,address,undefined \
-		-I/usr/include/lua5.4 -o build/fuzz/fuzz_response fuzz/fuzz_response.c -lcurl -lm
-	build/fuzz/fuzz_response -max_total_time=$(FUZZ_SECONDS) -max_len=4096 build/fuzz/corpus fuzz/seeds
+FUZZ_FLAGS    = -std=c99 -Wall -Wextra -Werror -g -O1 -fsanitize=fuzzer,address,undefined \
+                -I/usr/include/lua5.4
+FUZZ_SOURCES  = $(filter-out src/transfer.c,$(SOURCES))
+fuzz: deps-test deps-clang
+	@mkdir -p build/fuzz/corpus build/fuzz/corpus_json
+	clang $(FUZZ_FLAGS) -o build/fuzz/fuzz_response fuzz/fuzz_response.c $(FUZZ_SOURCES) \
+		-llua5.4 -lcurl -lm
+	clang $(FUZZ_FLAGS) -o build/fuzz/fuzz_json fuzz/fuzz_json.c $(SOURCES) \
+		-llua5.4 -lcurl -lm
+	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+		build/fuzz/fuzz_response -max_total_time=$(FUZZ_SECONDS) -max_len=4096 build/fuzz/corpus fuzz/seeds
+	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+		build/fuzz/fuzz_json -max_total_time=$(FUZZ_SECONDS) -max_len=4096 build/fuzz/corpus_json fuzz/seeds_json
 
 bench: deps-test
 	@$(MAKE) --no-print-directory LUA=lua5.4 all
@@ -126,6 +135,9 @@ bench: deps-test
 
 deps-test:
 	@sh tools/ensure-packages.sh $(TEST_PACKAGES)
+
+deps-clang:
+	@sh tools/ensure-packages.sh clang libclang-rt-14-dev
 
 deps-demo:
 	@sh tools/ensure-packages.sh $(DEMO_PACKAGES)

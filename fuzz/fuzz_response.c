@@ -1,24 +1,82 @@
-/* libFuzzer target for what a server controls before Lua sees it: header
- * lines (status line, Location, request ids, Retry-After as seconds or an
- * HTTP-date) and the key redaction over header values and bodies.
- * It includes transfer.c to reach its static functions.
+/* libFuzzer target for what a server controls before Lua sees it on a
+ * failure: header lines (status line and reason phrase, Location, request
+ * ids, Retry-After as seconds or an HTTP-date), the body, and the nil,
+ * message, err triple built from them. The property checked beyond memory
+ * safety: the API key never appears in the message or in any err field.
+ * It includes transfer.c to reach its static callbacks.
  * Build and run: make fuzz */
 #include "../src/transfer.c"
 
+#include <lualib.h>
+#include <stdio.h>
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static const char KEY[] = "hm-fuzz-key";
+
+static int contains(const char *s, size_t n, const char *needle)
+{
+    size_t k = strlen(needle), i;
+    for (i = 0; i + k <= n; i++)
+        if (memcmp(s + i, needle, k) == 0)
+            return 1;
+    return 0;
+}
+
+static void check_clean(lua_State *L, int idx, const char *what)
+{
+    size_t n;
+    const char *s = lua_tolstring(L, idx, &n);
+    if (s != NULL && contains(s, n, KEY)) {
+        fprintf(stderr, "the key leaked into %s: %s\n", what, s);
+        abort();
+    }
+}
+
+/* push_failure(req): nil, message, err; then every string in err is checked. */
+static int failure(lua_State *L)
+{
+    hm_request *req = lua_touserdata(L, 1);
+    hm_push_failure(L, req, req->kind, req->detail[0] ? req->detail : NULL);
+    check_clean(L, -2, "the message");
+    lua_pushnil(L);
+    while (lua_next(L, -2) != 0) {
+        if (lua_type(L, -1) == LUA_TSTRING)
+            check_clean(L, -1, lua_tostring(L, -2));
+        lua_pop(L, 1);
+    }
+    return 0;
+}
+
+static lua_State *setup(void)
+{
+    lua_State *L = luaL_newstate();
+    luaL_openlibs(L);
+    lua_newtable(L);
+    if (!hm_json_setup(L))
+        abort();
+    lua_pushcclosure(L, failure, 1);
+    lua_setglobal(L, "failure");
+    return L;
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
+    static lua_State *L;
     static hm_client client;
     hm_request req;
     const char *p = (const char *)data, *end = p + size;
-    char key[] = "hm-fuzz-key";
+    char key[sizeof KEY];
 
+    if (L == NULL)
+        L = setup();
+    memcpy(key, KEY, sizeof KEY);
     memset(&req, 0, sizeof req);
     client.api_key = key;
     client.max_response = 1 << 16;
     req.client = &client;
     req.retry_after = -1;
+    req.path = "/v1/inboxes";
 
     /* Each line of the input is a header line; the whole input is also a body. */
     while (p < end) {
@@ -34,9 +92,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         p += n;
     }
     on_body((char *)data, 1, size, &req);
+    req.status = size > 0 ? 100 + data[0] * 2 : 500;
+    req.kind = req.status >= 200 && req.status < 300 ? HM_KIND_DECODE : HM_KIND_HTTP;
     strncpy(req.detail, (const char *)data, size < sizeof req.detail ? size : sizeof req.detail - 1);
-    redact_response(&req);
 
+    lua_getglobal(L, "failure");
+    lua_pushlightuserdata(L, &req);
+    if (lua_pcall(L, 1, 0, 0) != 0) {
+        fprintf(stderr, "push_failure raised: %s\n", lua_tostring(L, -1));
+        abort();
+    }
     reset_response_headers(&req);
     free(req.body.data);
     return 0;

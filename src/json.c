@@ -142,16 +142,19 @@ static int normalise(lua_State *L, int jnull, int keep_null, int depth)
 }
 
 /* Is the error at the top the decoder's own verdict on its input? lua-cjson
- * (and Neovim's vim.json, built from it) says "Expected ... but found ..."
- * or "Found too many nested data structures ...". Anything else (an
- * interrupt raised by a debug hook, a memory error) belongs to the caller. */
+ * (and Neovim's vim.json, built from it) says "Expected ... but found ...",
+ * "Found too many nested data structures ..." or "JSON parser does not
+ * support UTF-16 or UTF-32". Anything else (an interrupt raised by a debug
+ * hook, a memory error) belongs to the caller. make fuzz checks that no
+ * body makes the decoder say something else. */
 static int decoder_verdict(lua_State *L, int status)
 {
     const char *why;
     if (status != LUA_ERRRUN || lua_type(L, -1) != LUA_TSTRING)
         return 0;
     why = lua_tostring(L, -1);
-    return strncmp(why, "Expected ", 9) == 0 || strncmp(why, "Found ", 6) == 0;
+    return strncmp(why, "Expected ", 9) == 0 || strncmp(why, "Found ", 6) == 0
+        || strncmp(why, "JSON parser ", 12) == 0;
 }
 
 /* Decode s (n bytes) with the module's decoder: push the value and return

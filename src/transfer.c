@@ -24,6 +24,8 @@ double hm_now(void)
 
 static int buf_append(hm_buf *b, const char *p, size_t n)
 {
+    if (n == 0)
+        return 1;
     if (n > b->cap - b->len) {
         size_t cap = b->cap ? b->cap : 4096;
         char *grown;
