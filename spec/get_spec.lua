@@ -1,0 +1,85 @@
+-- CONTRACT.md "Clients": client:get(path, { raw = true }) and heymarket.get.
+local fixture = require("spec.support.fixture")
+local util = require("spec.support.util")
+local heymarket = require("heymarket")
+
+describe("get", function()
+  local srv
+  setup(function() srv = fixture.start() end)
+  teardown(function() if srv then srv:stop() end end)
+
+  local INBOXES_PREFIX = '[{"id":413,"name":"Support","team":7,'
+
+  describe("raw", function()
+    it("returns the body exactly as sent, nulls and all", function()
+      local c = util.client(srv)
+      local body = assert(c:get("/v1/inboxes", { raw = true }))
+      assert.equals("string", type(body))
+      assert.equals(INBOXES_PREFIX, body:sub(1, #INBOXES_PREFIX))
+      assert.truthy(body:find('"forward_number":null', 1, true))
+      local empty = assert(c:get("/t/nulls/x/v1/team", { raw = true }))
+      assert.truthy(empty:find('"members":[]', 1, true), empty)
+    end)
+
+    it("is the decoded body again with raw = false or no options", function()
+      local c = util.client(srv)
+      assert.equals(413, assert(c:get("/v1/inboxes", { raw = false }))[1].id)
+      assert.equals(413, assert(c:get("/v1/inboxes", {}))[1].id)
+    end)
+
+    it("returns a non-JSON body too, and failures as usual", function()
+      local c = util.client(srv)
+      local html = assert(c:get("/t/html/200/v1/inboxes", { raw = true }))
+      assert.truthy(html:find("<", 1, true))
+      local ok, msg, err = c:get("/t/status/404/v1/inboxes", { raw = true })
+      assert.is_nil(ok)
+      assert.equals(404, err.status)
+      assert.matches("HTTP 404", msg, 1, true)
+    end)
+
+    it("works with get_async", function()
+      local c = util.client(srv)
+      local req = c:get_async("/v1/team", { raw = true })
+      assert.is_true(req:wait(5))
+      local body = assert(req:result())
+      assert.equals('{"id":7,', body:sub(1, 8))
+    end)
+
+    it("rejects bad options", function()
+      local c = util.client(srv)
+      assert.has_error(function() c:get("/v1/team", { raw = "yes" }) end)
+      assert.has_error(function() c:get("/v1/team", { rwa = true }) end)
+      assert.has_error(function() c:get("/v1/team", "raw") end)
+      local ok, e = pcall(c.get, c, "/v1/team", { rwa = true })
+      assert.is_false(ok)
+      assert.matches("unknown option 'rwa'", e, 1, true)
+    end)
+  end)
+
+  describe("heymarket.get", function()
+    it("uses the default client from the environment", function()
+      local out = util.run_lua([[
+        local heymarket = require("heymarket")
+        local team = assert(heymarket.get("/v1/team"))
+        local body = assert(heymarket.get("/v1/team", nil))
+        print(team.name, body.id)
+      ]], { HEYMARKET_API_KEY = srv.key, HEYMARKET_BASE_URL = srv.http })
+      assert.matches("Acme Support\t7", out, 1, true)
+    end)
+
+    it("uses a client made from options", function()
+      local team = assert(heymarket.get("/v1/team", { api_key = srv.key, base_url = srv.http }))
+      assert.equals("Acme Support", team.name)
+      local _, _, err = heymarket.get("/v1/team", { api_key = "wrong", base_url = srv.http,
+        max_retries = 0 })
+      assert.equals(401, err.status)
+    end)
+
+    it("raises for a bad path or options", function()
+      assert.has_error(function() heymarket.get(42, { api_key = "k" }) end)
+      assert.has_error(function() heymarket.get("v1/team", { api_key = "k", base_url = srv.http }) end)
+      assert.has_error(function() heymarket.get("/v1/team", { api_key = "k", bogus = 1 }) end,
+        "heymarket: unknown option 'bogus'")
+    end)
+  end)
+end)
