@@ -4,7 +4,8 @@
 #   make LUA=luajit      the same for LuaJIT (also lua5.1, lua5.2, lua5.3)
 #   make test            build and run the specs under every Lua we support
 #   make demo            run examples/quickstart.lua against the bundled fake API
-#   make install         luarocks make the rockspec
+#   make install         luarocks make the rockspec for LUA (LOCAL=1: into ~/.luarocks)
+#   make dist            the source rock build/dist/heymarket-<version>-1.src.rock, offline
 #   make lint            luacheck the Lua code
 #   make valgrind        the Lua 5.4 specs under valgrind's memcheck
 #   make asan            the Lua 5.4 specs with AddressSanitizer, UBSan and LeakSanitizer
@@ -30,6 +31,13 @@ HEADERS   = src/hm.h src/compat.h
 BUILD     = build/$(LUA)
 MODULE    = $(BUILD)/heymarket.so
 
+# The version has one source of truth, HM_VERSION in src/hm.h; the rockspec's
+# name and version must agree with it (spec/release_spec.lua checks).
+VERSION   := $(shell sed -n 's/.*define HM_VERSION "\([^"]*\)".*/\1/p' src/hm.h)
+ROCKSPEC   = rockspec/heymarket-$(VERSION)-1.rockspec
+DIST_DIR   = build/dist
+SRC_ROCK   = $(DIST_DIR)/heymarket-$(VERSION)-1.src.rock
+
 # Where each Lua keeps its headers, and how to run busted with it.
 lua_abi     = $(if $(filter luajit,$(1)),5.1,$(patsubst lua%,%,$(1)))
 lua_include = $(if $(filter luajit,$(1)),/usr/include/luajit-2.1,/usr/include/$(1))
@@ -40,7 +48,7 @@ TEST_PACKAGES = gcc make lua5.1 lua5.2 lua5.3 lua5.4 liblua5.1-0-dev liblua5.2-d
                 liblua5.3-dev liblua5.4-dev luajit2 libluajit2-5.1-dev \
                 libcurl4-openssl-dev lua-cjson lua-busted lua-check lua-socket \
                 nginx-light libnginx-mod-http-lua neovim valgrind openssl ca-certificates \
-                luarocks curl procps coreutils
+                luarocks curl procps coreutils zip unzip git
 DEMO_PACKAGES = gcc make lua5.4 liblua5.4-dev libcurl4-openssl-dev lua-cjson lua-socket \
                 nginx-light libnginx-mod-http-lua openssl ca-certificates procps
 
@@ -50,7 +58,7 @@ export NO_PROXY = 127.0.0.1,localhost
 
 # ---- targets -----------------------------------------------------------------
 
-.PHONY: all test spec demo install lint valgrind asan fuzz bench deps-test deps-clang deps-demo clean
+.PHONY: all test spec demo install rock dist lint valgrind asan fuzz bench deps-test deps-clang deps-demo clean
 
 all: $(MODULE)
 
@@ -89,11 +97,39 @@ demo: deps-demo
 	@$(MAKE) --no-print-directory LUA=lua5.4 all
 	lua5.4 tools/demo.lua
 
+# make install LUA=lua5.1 (for Neovim and OpenResty), LOCAL=1 for ~/.luarocks
+# instead of the system tree, TREE=dir for another tree.
 install:
-	luarocks --lua-version=$(call lua_abi,$(LUA)) make rockspec/heymarket-scm-1.rockspec --deps-mode=none
+	luarocks --lua-version=$(call lua_abi,$(LUA)) make $(ROCKSPEC) --deps-mode=none \
+		$(if $(filter 1 yes true,$(LOCAL)),--local) $(if $(TREE),--tree=$(TREE))
+
+# LuaRocks runs this (build.type = "make" in the rockspec) with the compiler,
+# flags and Lua headers of the Lua it installs for; the module goes to
+# build/rock/ and LuaRocks copies it from there. Always rebuilt: the same
+# folder serves every Lua version.
+LIBFLAG    ?= -shared
+LUA_INCDIR ?= $(call lua_include,$(LUA))
+rock:
+	@mkdir -p build/rock
+	$(CC) -std=c99 $(CFLAGS) -fPIC -I$(LUA_INCDIR) $(LIBFLAG) -o build/rock/heymarket.so \
+		$(SOURCES) $(if $(CURL_LIBDIR),-L$(CURL_LIBDIR)) $(LIBS)
+
+# The source rock for a release: the rockspec plus the tracked files of the
+# checkout (as luarocks pack would fetch them from the tag), with no network.
+# lua/ holds only symlinks for plugin managers and stays out.
+dist:
+	@test -f $(ROCKSPEC) || { echo "make dist: no $(ROCKSPEC) for HM_VERSION $(VERSION) in src/hm.h" >&2; exit 1; }
+	luarocks lint $(ROCKSPEC)
+	rm -rf $(DIST_DIR)/stage $(SRC_ROCK)
+	mkdir -p $(DIST_DIR)/stage/heymarket
+	git ls-files -z -- . ':!:lua' | tar --null -T - -cf - | tar -C $(DIST_DIR)/stage/heymarket -xf -
+	cp $(ROCKSPEC) $(DIST_DIR)/stage/
+	cd $(DIST_DIR)/stage && zip -qrX ../$(notdir $(SRC_ROCK)) $(notdir $(ROCKSPEC)) heymarket
+	rm -rf $(DIST_DIR)/stage
+	@echo "wrote $(SRC_ROCK)"
 
 lint:
-	luacheck -q src spec examples tools docs
+	luacheck -q src spec examples tools types bin/heymarket
 
 valgrind: deps-test
 	@$(MAKE) --no-print-directory LUA=lua5.4 all
