@@ -6,4 +6,4 @@ files["spec/support/fixture_app.lua"] = { std = "+ngx_lua" }
 files["src/heymarket/resty.lua"] = { std = "+ngx_lua" }
 files["src/heymarket/nvim.lua"] = { read_globals = { "vim" } }
 -- type stubs for editors: empty bodies with named arguments
-files["docs/meta.lua"] = { ignore = { "212", "241" } }
+files["types"] = { ignore = { "212", "241" } }
