@@ -35,6 +35,7 @@ describe("The version", function()
     local seen = {}
     for v in readme:gmatch("heymarket%-(%d+%.%d+%.%d+)%-1") do seen[#seen + 1] = v end
     for v in readme:gmatch("heymarket%-lua/(%d+%.%d+%.%d+)") do seen[#seen + 1] = v end
+    for v in readme:gmatch("heymarket/(%d+%.%d+%.%d+)%-1") do seen[#seen + 1] = v end
     for line in readme:gmatch("[^\n]+") do
       if line:find("_VERSION", 1, true) then
         for v in line:gmatch('"(%d+%.%d+%.%d+)"') do seen[#seen + 1] = v end
