@@ -179,6 +179,22 @@ describe("The README's Lua blocks", function()
     assert.same({ read("examples/nginx.conf") }, nginx)
   end)
 
+  it("hold JSON that parses, naming the rock's types folder for lua-language-server", function()
+    local cjson = require("cjson")
+    local n = 0
+    for _, block in ipairs(all) do
+      if block.lang == "json" then
+        n = n + 1
+        local ok, value = pcall(cjson.decode, block.text)
+        assert(ok, "README.md line " .. block.line .. ": " .. tostring(value))
+        for _, dir in ipairs(value["workspace.library"] or {}) do
+          assert.matches("/lib/luarocks/rocks%-5%.%d/heymarket/[%d.]+%-1/types$", dir)
+        end
+      end
+    end
+    assert.is_true(n >= 1)
+  end)
+
   it("show wait(seconds), not a loop of poll() alone, for waiting without blocking", function()
     local readme = read("README.md")
     assert.truthy(readme:find(":wait(0.1)", 1, true))

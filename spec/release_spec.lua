@@ -186,6 +186,9 @@ if util.interpreter == "lua5.4" then
           heymarket --version]], env)
         assert.equals(0, status, err)
         assert.equals(home .. "/.luarocks/lib/lua/5.4/heymarket.so\t1\nheymarket " .. VERSION .. "\n", out)
+        -- the types where the README's .luarc.json example says
+        assert.equals(read("types/heymarket.lua"),
+          read(home .. "/.luarocks/lib/luarocks/rocks-5.4/heymarket/" .. VERSION .. "-1/types/heymarket.lua"))
 
         -- Neovim: the Lua 5.1 install, found through luarocks path's LUA_PATH/LUA_CPATH
         status, out, err = sh("make -s install LUA=lua5.1 LOCAL=1", env)
