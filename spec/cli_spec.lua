@@ -203,6 +203,7 @@ describe("The heymarket command", function()
       { "get", "get needs a PATH" },
       { "get v1/team", "PATH must start with /" },
       { "get /v1/team more", "unexpected argument more" },
+      { "get '/v1/a b'", "path must not contain spaces or control characters" },
       { "--api-key " .. quote(srv.key) .. " inboxes", "unknown option --api-key" },
       { "--verbose team", "unknown option --verbose" },
       { "team --timeout", "--timeout needs a value" },
