@@ -24,7 +24,7 @@ CFLAGS   ?= -O2 -g
 WARNINGS  = -std=c99 -Wall -Wextra -Werror -pedantic -Wmissing-prototypes -Wshadow
 LIBS      = -lcurl -lm
 
-SOURCES   = src/heymarket.c src/options.c src/client.c src/request.c src/transfer.c src/json.c \
+SOURCES   = src/heymarket.c src/options.c src/client.c src/request.c src/transfer.c src/loop.c src/json.c \
             src/errors.c
 HEADERS   = src/hm.h src/compat.h
 

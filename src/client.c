@@ -159,6 +159,7 @@ static int client_gc(lua_State *L)
 {
     hm_client *c = luaL_checkudata(L, 1, HM_CLIENT_MT);
     hm_client_close(c);
+    hm_loop_free(c);
     free(c->base_url);
     free_secret(c->api_key);
     c->base_url = c->api_key = NULL;

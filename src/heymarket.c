@@ -123,6 +123,7 @@ int luaopen_heymarket(lua_State *L)
 
     hm_client_open(L);
     hm_request_open(L);
+    hm_loop_open(L);
 
     lua_newtable(L);
     lua_pushvalue(L, state);

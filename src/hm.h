@@ -100,6 +100,26 @@ struct hm_client {
     CURL *idle[HM_IDLE_MAX];  /* easy handles set up for this client, not in use */
     int n_idle;
     unsigned long steps;      /* how many times the client has been stepped */
+
+    /* loop.c: what libcurl asked to have watched, for the client's own
+     * waits and for a host event loop (client:sockets(), timeout(), drive()) */
+    struct hm_watch *watch;   /* sockets and the directions libcurl wants */
+    int n_watch, cap_watch;
+    struct pollfd *pfd;       /* scratch for poll() */
+    int cap_pfd;
+    int timer_on;             /* libcurl's timer is set ... */
+    double timer_at;          /* ... to expire at this monotonic time */
+    int timer_changed;        /* libcurl called the timer callback */
+    int watch_oom;            /* a socket could not be recorded for lack of memory */
+    int host;                 /* a host loop reads sockets(): closing is deferred */
+    int *closing;             /* sockets libcurl closed, closed for real at sockets() */
+    int n_closing, cap_closing;
+    int notify_open;          /* the pipe below exists */
+    int notify[2];            /* readable when a request finished outside drive() */
+    int notified;             /* a byte is in the pipe */
+    int driving;              /* inside drive() */
+    unsigned long finished;   /* requests finished that drive() has not reported */
+    pid_t loop_pid;           /* the process the fields above belong to */
 };
 
 struct hm_request {
@@ -141,11 +161,22 @@ int luaopen_heymarket(lua_State *L);
 /* transfer.c: the request state machine driven by the client's multi handle */
 HM_INTERNAL double hm_now(void);
 HM_INTERNAL void hm_request_begin(hm_request *req);
-HM_INTERNAL void hm_client_step(hm_client *c);
-HM_INTERNAL void hm_client_wait(hm_client *c, hm_request *req, double deadline);
+HM_INTERNAL void hm_check_fork(hm_client *c);
+HM_INTERNAL void hm_attempt_start(hm_request *req);
+HM_INTERNAL void hm_attempt_complete(hm_request *req, CURLcode code);
 HM_INTERNAL void hm_request_finish(hm_request *req, hm_kind kind, const char *detail);
 HM_INTERNAL void hm_request_release(hm_request *req);
 HM_INTERNAL void hm_client_shutdown(hm_client *c);
+
+/* loop.c: driving a client's transfers, by itself or from a host event loop */
+HM_INTERNAL void hm_loop_attach(hm_client *c);
+HM_INTERNAL int hm_loop_setup_easy(hm_client *c, CURL *e);
+HM_INTERNAL void hm_loop_finished(hm_client *c);
+HM_INTERNAL void hm_loop_shutdown(hm_client *c);
+HM_INTERNAL void hm_loop_free(hm_client *c);
+HM_INTERNAL void hm_loop_open(lua_State *L);
+HM_INTERNAL void hm_client_step(hm_client *c);
+HM_INTERNAL void hm_client_wait(lua_State *L, hm_client *c, hm_request *req, double deadline);
 
 /* options.c: the options table of heymarket.new() */
 HM_INTERNAL void hm_read_options(lua_State *L, int idx, hm_options *o);

@@ -99,7 +99,7 @@ int hm_client_call(lua_State *L, hm_client *c, int client_idx, const char *path,
         warn_if_in_nginx(L, path);
     req = hm_request_push(L, c, client_idx, path, shape);
     int n;
-    hm_client_wait(c, req, -1);
+    hm_client_wait(L, c, req, -1);
     n = push_outcome(L, req);
     hm_request_release(req); /* the body now, not when the collector comes */
     return n;
@@ -135,7 +135,7 @@ static int request_wait(lua_State *L)
         deadline = hm_now() + seconds;
     }
     if (req->state != HM_DONE && !req->client->closed)
-        hm_client_wait(req->client, req, deadline);
+        hm_client_wait(L, req->client, req, deadline);
     lua_pushboolean(L, req->state == HM_DONE);
     return 1;
 }

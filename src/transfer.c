@@ -247,6 +247,7 @@ static int ensure_multi(hm_client *c)
             c->multi = NULL;
             return 0;
         }
+        hm_loop_attach(c);
     }
     return 1;
 }
@@ -298,6 +299,7 @@ void hm_request_finish(hm_request *req, hm_kind kind, const char *detail)
     unlink_request(req);
     req->state = HM_DONE;
     req->kind = kind;
+    hm_loop_finished(req->client);
     if (detail != NULL) {
         strncpy(req->detail, detail, sizeof req->detail - 1);
         req->detail[sizeof req->detail - 1] = '\0';
@@ -335,6 +337,7 @@ static int setup_easy(hm_client *c, CURL *e)
       && curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body) == CURLE_OK
       && curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, open_socket) == CURLE_OK
       && curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header) == CURLE_OK
+      && hm_loop_setup_easy(c, e)
       && (c->ca_file == NULL || curl_easy_setopt(e, CURLOPT_CAINFO, c->ca_file) == CURLE_OK)
       && (c->ca_path == NULL || curl_easy_setopt(e, CURLOPT_CAPATH, c->ca_path) == CURLE_OK)
       && (c->proxy == NULL || curl_easy_setopt(e, CURLOPT_PROXY, c->proxy) == CURLE_OK);
@@ -508,83 +511,20 @@ void hm_request_begin(hm_request *req)
     start_attempt(req);
 }
 
-/* Do whatever is ready for every request of the client, without waiting. */
-void hm_client_step(hm_client *c)
+/* For the drive loop (loop.c), which lives in its own file. */
+void hm_check_fork(hm_client *c)
 {
-    int rounds;
     check_fork(c);
-    c->steps++;
-    /* A retry due at once is started in the same step; the bound keeps a
-     * zero Retry-After from spinning here. */
-    for (rounds = 0; rounds < 4; rounds++) {
-        hm_request *r, *next;
-        int running, queued_now = 0;
-        CURLMsg *msg;
-        double now = hm_now();
-
-        for (r = c->active; r != NULL; r = next) {
-            next = r->next;
-            if (r->state == HM_QUEUED && r->start_at <= now)
-                start_attempt(r);
-        }
-        if (c->multi == NULL)
-            return;
-        curl_multi_perform(c->multi, &running);
-        while ((msg = curl_multi_info_read(c->multi, &running)) != NULL) {
-            hm_request *done = NULL;
-            if (msg->msg != CURLMSG_DONE)
-                continue;
-            curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&done);
-            if (done != NULL)
-                complete_attempt(done, msg->data.result);
-        }
-        now = hm_now();
-        for (r = c->active; r != NULL; r = r->next)
-            if (r->state == HM_QUEUED && r->start_at <= now)
-                queued_now = 1;
-        if (!queued_now)
-            return;
-    }
 }
 
-static void sleep_for(double seconds)
+void hm_attempt_start(hm_request *req)
 {
-    struct timespec ts;
-    if (seconds <= 0)
-        return;
-    ts.tv_sec = (time_t)seconds;
-    ts.tv_nsec = (long)((seconds - (double)ts.tv_sec) * 1e9);
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-        ;
+    start_attempt(req);
 }
 
-/* Drive the client until req is done or the monotonic deadline (< 0: none)
- * passes. Other requests of the client make progress too. */
-void hm_client_wait(hm_client *c, hm_request *req, double deadline)
+void hm_attempt_complete(hm_request *req, CURLcode code)
 {
-    for (;;) {
-        double now, wait = 1.0;
-        hm_request *r;
-
-        hm_client_step(c);
-        if (req->state == HM_DONE)
-            return;
-        now = hm_now();
-        if (deadline >= 0) {
-            if (now >= deadline)
-                return;
-            if (deadline - now < wait)
-                wait = deadline - now;
-        }
-        for (r = c->active; r != NULL; r = r->next)
-            if (r->state == HM_QUEUED && r->start_at - now < wait)
-                wait = r->start_at - now;
-        if (wait < 0)
-            wait = 0;
-        if (c->multi == NULL
-            || curl_multi_poll(c->multi, NULL, 0, (int)ceil(wait * 1000.0), NULL) != CURLM_OK)
-            sleep_for(wait);
-    }
+    complete_attempt(req, code);
 }
 
 /* Called by __gc: whatever state the request is in, let go of it. */
@@ -613,4 +553,5 @@ void hm_client_shutdown(hm_client *c)
     if (c->multi != NULL)
         curl_multi_cleanup(c->multi);
     c->multi = NULL;
+    hm_loop_shutdown(c);
 }
