@@ -51,6 +51,7 @@ build = {
   install = {
     lib = { heymarket = "build/rock/heymarket.so" },
     lua = {
+      ["heymarket._client"] = "src/heymarket/_client.lua",
       ["heymarket.nvim"] = "src/heymarket/nvim.lua",
       ["heymarket.resty"] = "src/heymarket/resty.lua",
     },

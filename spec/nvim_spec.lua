@@ -295,6 +295,120 @@ end)
       assert.equals(r.before, r.after)
     end)
 
+    it("wakes up only for socket events and libcurl's timers", function()
+      local r = run_nvim(srv, [[
+        local hm = require("heymarket.nvim")
+        local heymarket = require("heymarket")
+        local function client(ms)
+          return heymarket.new{ api_key = P.key, base_url = P.http .. "/t/sleep/" .. ms,
+            max_retries = 0 }
+        end
+        -- count every callback of a libuv poll handle or timer that
+        -- heymarket.nvim starts (their metatables may share methods)
+        local started = 0
+        local function counting(handle)
+          local methods = debug.getmetatable(handle).__index
+          local start = methods.start
+          if R.patched and R.patched[methods] then return end
+          R.patched = R.patched or {}
+          R.patched[methods] = true
+          methods.start = function(self, a, b, c)
+            if not debug.getinfo(2, "S").source:match("heymarket/nvim%.lua$") then
+              return start(self, a, b, c)
+            end
+            if type(b) == "function" then -- poll:start(events, callback)
+              started = started + 1
+              return start(self, a, function(...)
+                R.poll = (R.poll or 0) + 1
+                return b(...)
+              end)
+            end
+            return start(self, a, b, function(...) -- timer:start(ms, repeat, callback)
+              R.timer = (R.timer or 0) + 1
+              return c(...)
+            end)
+          end
+        end
+        local tcp = uv.new_tcp()
+        tcp:bind("127.0.0.1", 0)
+        local probe = uv.new_socket_poll(tcp:fileno())
+        counting(probe)
+        probe:close()
+        tcp:close()
+        counting(uv.new_timer())
+        local function polls() return started end
+        local drives = 0
+        local methods = debug.getmetatable(client(0)).__index
+        local drive = methods.drive
+        methods.drive = function(...) drives = drives + 1 return drive(...) end
+        local t0 = H.now()
+        local left = 2
+        local function done(tag)
+          return H.guard(function(value, message)
+            R[tag] = value ~= nil and H.now() - t0
+            R[tag .. "_message"] = message
+            left = left - 1
+            if left == 0 then
+              R.drives = drives
+              R.polls_started = polls()
+              R.patched = nil
+              H.finish()
+            end
+          end)
+        end
+        hm.inboxes(client(1500), done("slow"))
+        hm.team(client(300), done("quick"))
+      ]])
+      assert.is_nil(r.slow_message)
+      assert.is_nil(r.quick_message)
+      assert.is_true(r.quick >= 0.3 and r.quick < 1.4, "quick one after " .. tostring(r.quick))
+      assert.is_true(r.slow >= 1.5 and r.slow < 3, "slow one after " .. tostring(r.slow))
+      -- Today's libcurl: connect, send and answer events per request, and a
+      -- few timers; a 10 ms poller would have woken 150 times.
+      assert.is_true(r.drives <= 20, r.drives .. " drive() calls in 1.5 s")
+      assert.is_true((r.timer or 0) <= 10, tostring(r.timer) .. " timer wake-ups in 1.5 s")
+      assert.is_true((r.poll or 0) <= 20, tostring(r.poll) .. " socket wake-ups in 1.5 s")
+      assert.is_true(r.polls_started >= 2, "only " .. r.polls_started .. " sockets watched")
+    end)
+
+    it("delivers cancelled when the client is closed, and reuses descriptors safely", function()
+      local r = run_nvim(srv, [[
+        local hm = require("heymarket.nvim")
+        local heymarket = require("heymarket")
+        local function client(ms)
+          return heymarket.new{ api_key = P.key, base_url = P.http .. "/t/sleep/" .. ms,
+            max_retries = 0 }
+        end
+        local doomed = client(2000)
+        local left = 11
+        local function one_done()
+          left = left - 1
+          if left == 0 then H.finish() end
+        end
+        hm.team(doomed, H.guard(function(value, message, err)
+          R.closed = { value = value, kind = err and err.kind, message = message }
+          one_done()
+        end))
+        -- closed while in flight: its descriptors may be reused at once by
+        -- the next client's connections
+        vim.defer_fn(H.guard(function()
+          doomed:close()
+          R.names = {}
+          for i = 1, 10 do
+            hm.get(client(50 * i), "/v1/team", H.guard(function(value, message)
+              R.names[i] = value and value.name or message
+              one_done()
+            end))
+          end
+        end), 200)
+      ]])
+      assert.equals("cancelled", r.closed.kind)
+      assert.is_nil(r.closed.value)
+      for i = 1, 10 do
+        assert.equals("Acme Support", r.names[i])
+      end
+    end)
+
     it("raises at once for bad arguments", function()
       local r = run_nvim(srv, [[
         local hm = require("heymarket.nvim")

@@ -6,19 +6,23 @@
 --   hm.get([client,] "/v1/team", callback)
 --
 -- Each call starts a request on the client's curl multi handle and returns
--- the request object at once (req:cancel() works on it). One libuv timer
--- polls every request in flight and exists only while there is one; the
--- callback gets what the blocking call returns, through vim.schedule, so it
--- may call vim.api freely (an error in it is Neovim's to report, like any
--- scheduled callback's, and touches no other request). req:cancel() makes
--- the callback run with nil, message, err of kind "cancelled".
+-- the request object at once (req:cancel() works on it). Nothing polls:
+-- the sockets libcurl works on are watched with libuv poll handles and
+-- libcurl's own timeouts run on one libuv timer (client:sockets(),
+-- client:timeout() and client:drive(), see the README), so Neovim wakes up
+-- only when there is something to do, and the timer exists only while a
+-- request is in flight. The callback gets what the blocking call returns,
+-- through vim.schedule, so it may call vim.api freely (an error in it is
+-- Neovim's to report, like any scheduled callback's, and touches no other
+-- request). req:cancel() makes the callback run with nil, message, err of
+-- kind "cancelled".
 --
 -- Without a client, a default one is made on first use with heymarket.new()
 -- (HEYMARKET_API_KEY, HEYMARKET_BASE_URL) and kept.
 --
 -- luacheck: read globals vim
 
-local heymarket = require("heymarket")
+local shared = require("heymarket._client")
 
 if type(vim) ~= "table" then
   error("heymarket.nvim: needs Neovim (no global `vim`)", 2)
@@ -27,19 +31,12 @@ end
 local uv = vim.uv or vim.loop
 local unpack = table.unpack or unpack
 
--- How often the timer polls while requests are in flight, in milliseconds:
--- at most this much latency is added, and nothing runs when idle.
-local INTERVAL = 10
-
 local M = {}
 
-local in_flight = {} -- { req = request, callback = function, path = string }
-local timer          -- the libuv timer, only while in_flight is not empty
-local default_client
-
-local function is_client(v)
-  return type(v) == "userdata" and getmetatable(v) == "heymarket.Client"
-end
+local jobs = {}    -- in flight, in order: { req =, callback =, path =, client = }
+local clients = {} -- client -> how many of jobs are on it
+local watched = {} -- fd -> { handle = libuv poll handle, client =, events = "r"|"w"|"rw" }
+local timer        -- the libuv timer, only while jobs is not empty
 
 local function pack(...)
   return { n = select("#", ...), ... }
@@ -51,12 +48,12 @@ local function deliver(callback, results)
   end)
 end
 
--- poll() and result() raise only for a mistake or exhaustion inside the
--- module (out of memory, say), never for the network. Such an error must
--- neither stop the timer nor strand the other requests: the request is
--- cancelled and its callback gets nil, message, err like any failure, with
--- the kind "internal" (not one of the network kinds, so it is not mistaken
--- for one) and the raised error as err.message.
+-- poll(), result() and drive() raise only for a mistake or exhaustion inside
+-- the module (out of memory, say), never for the network. Such an error must
+-- not strand the other requests: the request is cancelled and its callback
+-- gets nil, message, err like any failure, with the kind "internal" (not one
+-- of the network kinds, so it is not mistaken for one) and the raised error
+-- as err.message.
 local function internal_failure(job, raised)
   pcall(job.req.cancel, job.req)
   local detail = tostring(raised)
@@ -69,45 +66,157 @@ local function internal_failure(job, raised)
   }
 end
 
-local function stop_timer()
-  if timer then
-    timer:stop()
-    timer:close()
-    timer = nil
+local function unwatch(fd)
+  local w = watched[fd]
+  if w then
+    watched[fd] = nil
+    w.handle:stop()
+    w.handle:close()
   end
 end
 
-local function tick()
-  -- Callbacks never run from here (vim.schedule), but swap the list anyway
-  -- so that a request started meanwhile could not be lost.
-  local jobs, still = in_flight, {}
-  in_flight = still
-  for _, job in ipairs(jobs) do
-    local ok, done = pcall(job.req.poll, job.req)
-    if not ok then
-      deliver(job.callback, internal_failure(job, done))
-    elseif done then
-      local results = pack(pcall(job.req.result, job.req))
-      if results[1] then
-        deliver(job.callback, pack(unpack(results, 2, results.n)))
-      else
-        deliver(job.callback, internal_failure(job, results[2]))
-      end
-    else
+local sync
+
+local function finish(job, results)
+  clients[job.client] = clients[job.client] - 1
+  deliver(job.callback, results)
+end
+
+-- Deliver every finished job of client (of every client when nil), or with
+-- raised, end them all with that error (drive() or sockets() failed).
+local function reap(client, raised)
+  local list, still = jobs, {}
+  jobs = still
+  for _, job in ipairs(list) do
+    if client ~= nil and job.client ~= client then
       still[#still + 1] = job
+    elseif raised ~= nil then
+      finish(job, internal_failure(job, raised))
+    else
+      local ok, done = pcall(job.req.poll, job.req)
+      if not ok then
+        finish(job, internal_failure(job, done))
+      elseif done then
+        local results = pack(pcall(job.req.result, job.req))
+        if results[1] then
+          finish(job, pack(unpack(results, 2, results.n)))
+        else
+          finish(job, internal_failure(job, results[2]))
+        end
+      else
+        still[#still + 1] = job
+      end
     end
   end
-  if #in_flight == 0 then
-    stop_timer()
+end
+
+-- After an event on client: deliver what finished, then watch what libcurl
+-- wants now.
+local function after(client, ok, finished)
+  if not ok then
+    reap(client, finished)
+  elseif finished > 0 then
+    reap(client)
+  end
+  sync(client)
+end
+
+local function on_timer()
+  for client in pairs(clients) do
+    local due = client:timeout()
+    if due ~= nil and due <= 0.001 then
+      after(client, pcall(client.drive, client))
+    end
+  end
+  sync()
+end
+
+local function rearm()
+  if not timer then
+    return
+  end
+  local soonest
+  for client in pairs(clients) do
+    local due = client:timeout()
+    if due ~= nil and (soonest == nil or due < soonest) then
+      soonest = due
+    end
+  end
+  if soonest == nil then
+    timer:stop()
+  else
+    timer:start(math.ceil(soonest * 1000), 0, on_timer)
   end
 end
 
-local function track(req, path, callback)
-  in_flight[#in_flight + 1] = { req = req, callback = callback, path = path }
+local function watch(client, fd, events)
+  local w = watched[fd]
+  if w and w.client ~= client then
+    unwatch(fd) -- a descriptor another client let go of, now reused
+    w = nil
+  end
+  if not w then
+    w = { handle = uv.new_socket_poll(fd), client = client }
+    watched[fd] = w
+  end
+  if w.events ~= events then
+    w.events = events
+    w.handle:start(events, function(err, ready)
+      after(client, pcall(client.drive, client, fd, err and "rw" or ready))
+    end)
+  end
+end
+
+-- Make the poll handles match what client wants (every client when nil);
+-- a client with nothing in flight is no longer watched. Then the timer.
+sync = function(client)
+  if client == nil then
+    for c in pairs(clients) do
+      sync(c)
+    end
+    return
+  end
+  if (clients[client] or 0) <= 0 then
+    clients[client] = nil
+    for fd, w in pairs(watched) do
+      if w.client == client then
+        unwatch(fd)
+      end
+    end
+    pcall(client.sockets, client) -- lets it close what it had to keep open for us
+  else
+    local ok, wanted = pcall(client.sockets, client)
+    if not ok then
+      reap(client, wanted)
+      return sync(client)
+    end
+    for fd, w in pairs(watched) do
+      if w.client == client and wanted[fd] == nil then
+        unwatch(fd)
+      end
+    end
+    for fd, events in pairs(wanted) do
+      watch(client, fd, events)
+    end
+  end
+  if next(clients) == nil then
+    if timer then
+      timer:stop()
+      timer:close()
+      timer = nil
+    end
+  else
+    rearm()
+  end
+end
+
+local function track(client, req, path, callback)
+  jobs[#jobs + 1] = { req = req, callback = callback, path = path, client = client }
+  clients[client] = (clients[client] or 0) + 1
   if not timer then
     timer = uv.new_timer()
-    timer:start(INTERVAL, INTERVAL, tick)
   end
+  sync(client)
   return req
 end
 
@@ -118,31 +227,19 @@ local function check_callback(name, callback)
   end
 end
 
-local function resolve_client(name, client)
-  if client == nil then
-    default_client = default_client or heymarket.new()
-    return default_client
-  end
-  if not is_client(client) then
-    error(string.format("heymarket.nvim.%s: first argument must be a heymarket client (got %s)",
-      name, type(client)), 3)
-  end
-  return client
-end
-
 -- inboxes([client,] callback) and team([client,] callback)
 local function fixed_path(name, path)
   local start = name .. "_async"
   return function(...)
     local client, callback
-    if select("#", ...) >= 2 or is_client((...)) then
+    if select("#", ...) >= 2 or shared.is_client((...)) then
       client, callback = ...
     else
       callback = ...
     end
     check_callback(name, callback)
-    client = resolve_client(name, client)
-    return track(client[start](client), path, callback)
+    client = shared.resolve("heymarket.nvim." .. name, client, 2)
+    return track(client, client[start](client), path, callback)
   end
 end
 
@@ -152,7 +249,7 @@ M.team = fixed_path("team", "/v1/team")
 --- get([client,] path, callback)
 function M.get(...)
   local client, path, callback
-  if select("#", ...) >= 3 or is_client((...)) then
+  if select("#", ...) >= 3 or shared.is_client((...)) then
     client, path, callback = ...
   else
     path, callback = ...
@@ -162,8 +259,8 @@ function M.get(...)
     error(string.format("heymarket.nvim.get: path must be a string (got %s)",
       path == nil and "no value" or type(path)), 2)
   end
-  client = resolve_client("get", client)
-  return track(client:get_async(path), path, callback)
+  client = shared.resolve("heymarket.nvim.get", client, 2)
+  return track(client, client:get_async(path), path, callback)
 end
 
 return M
