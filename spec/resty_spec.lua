@@ -53,7 +53,7 @@ if util.interpreter == "luajit" then
       README_LOCATION,
     }
     for _, name in ipairs({ "slow", "quick", "team", "get", "default_get", "unauthorized",
-                            "bad_arguments", "timer", "phases", "fork", "sleep_error" }) do
+                            "bad_arguments", "timer", "phases", "fork", "sleep_error", "many" }) do
       lines[#lines + 1] = "  location = /" .. name .. " { " .. handler(name) .. " }"
     end
     for _, more in ipairs({
@@ -192,6 +192,21 @@ if util.interpreter == "luajit" then
       assert.is_true(quick_done < 0.9, "the quick requests took until " .. quick_done .. " s")
       assert.is_true(tonumber(f.elapsed) >= 0.95 and total < 3,
         "slow request: " .. f.elapsed .. " s in nginx, " .. total .. " s in all")
+    end)
+
+    it("polls once per worker, not once per waiting request", function()
+      local function many(n)
+        local status, _, body = read_response(send_request(port, "/many?n=" .. n), 10)
+        assert.equals(200, status)
+        local f = fields(body)
+        assert.equals(string.rep("Support", n, ","), f.names)
+        return tonumber(f.sleeps)
+      end
+      local one, eight = many(1), many(8)
+      -- a poller per request would sleep about eight times as often
+      assert.is_true(one > 0, "no sleeps at all")
+      assert.is_true(eight <= one * 1.5 + 20,
+        eight .. " sleeps for 8 waiting requests against " .. one .. " for one")
     end)
 
     it("team() and get(), with a client and with the default client", function()

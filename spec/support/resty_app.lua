@@ -197,4 +197,35 @@ function M.sleep_error()
   say_outcome(req:result())
 end
 
+-- content: ?n=N requests at once on the slow client, each in its own light
+-- thread; says how many times heymarket.resty slept meanwhile and what each
+-- request got
+function M.many()
+  local n = tonumber(ngx.var.arg_n) or 1
+  local real_sleep = ngx.sleep
+  local sleeps = 0
+  ngx.sleep = function(seconds) -- luacheck: ignore 122
+    local caller = debug.getinfo(2, "S") -- or pcall's caller
+    if caller.what == "C" then caller = debug.getinfo(3, "S") end
+    if caller.source:match("heymarket/resty%.lua$") then
+      sleeps = sleeps + 1
+    end
+    return real_sleep(seconds)
+  end
+  local threads, names = {}, {}
+  for i = 1, n do
+    threads[i] = ngx.thread.spawn(function()
+      local inboxes, message = resty.inboxes(client("slow"))
+      return inboxes and inboxes[1].name or message
+    end)
+  end
+  for i = 1, n do
+    local _, name = ngx.thread.wait(threads[i])
+    names[#names + 1] = tostring(name)
+  end
+  ngx.sleep = real_sleep -- luacheck: ignore 122
+  say("sleeps", sleeps)
+  say("names", table.concat(names, ","))
+end
+
 return M
