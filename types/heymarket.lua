@@ -117,6 +117,25 @@ function Client:get_async(path, options) end
 ---Frees the connections now; later calls raise. Closing twice is harmless.
 function Client:close() end
 
+---For a host event loop (README "Event loops"): the sockets to watch now and
+---for what, "r" readable, "w" writable, "rw" both. May hold a descriptor of
+---the client's own that turns readable when a request finishes outside
+---drive(). A closed client lists nothing.
+---@return table<integer, "r"|"w"|"rw"> sockets
+function Client:sockets() end
+
+---Seconds until drive() is due even with no socket ready (libcurl's timers,
+---a retry's wait), or nil when nothing is scheduled.
+---@return number? seconds
+function Client:timeout() end
+
+---Does the ready work: fd is ready for events, or (without fd) the timer
+---fired and every watched socket is checked without waiting.
+---@param fd? integer
+---@param events? "r"|"w"|"rw"
+---@return integer finished        requests finished since the last drive()
+function Client:drive(fd, events) end
+
 ---@class heymarket
 ---@field _VERSION string         e.g. "0.1.0"
 ---@field null lightuserdata      the JSON null sentinel
