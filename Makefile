@@ -11,6 +11,7 @@
 #   make asan            the Lua 5.4 specs with AddressSanitizer, UBSan and LeakSanitizer
 #   make fuzz            libFuzzer over header parsing and key redaction
 #   make bench           speed and memory against baselines measured in the same run
+#   make bench-hosts     heymarket.nvim / heymarket.resty against issue 9's targets (markdown)
 
 # ---- variables ---------------------------------------------------------------
 
@@ -58,7 +59,7 @@ export NO_PROXY = 127.0.0.1,localhost
 
 # ---- targets -----------------------------------------------------------------
 
-.PHONY: all test spec demo install rock dist lint valgrind asan fuzz bench deps-test deps-clang deps-demo clean
+.PHONY: all test spec demo install rock dist lint valgrind asan fuzz bench bench-hosts deps-test deps-clang deps-demo clean
 
 all: $(MODULE)
 
@@ -168,6 +169,13 @@ bench: deps-test
 	@mkdir -p build/bench
 	$(CC) -std=c99 -O2 -Wall -Wextra -Werror -pedantic -o build/bench/baseline tools/bench_baseline.c -lcurl
 	lua5.4 tools/bench.lua
+
+# The host event loops (Neovim, OpenResty): needs the LuaJIT build; prints a
+# markdown section for BENCHMARKS.md on stdout.
+bench-hosts: deps-test
+	@$(MAKE) --no-print-directory LUA=luajit all
+	@$(MAKE) --no-print-directory LUA=lua5.4 all
+	lua5.4 tools/bench_hosts.lua
 
 deps-test:
 	@sh tools/ensure-packages.sh $(TEST_PACKAGES)

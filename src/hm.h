@@ -119,6 +119,8 @@ struct hm_client {
     int notified;             /* a byte is in the pipe */
     int driving;              /* inside drive() */
     unsigned long finished;   /* requests finished that drive() has not reported */
+    int epoll_open;           /* Linux: epfd mirrors watch, so a step costs what is ready */
+    int epfd;
     pid_t loop_pid;           /* the process the fields above belong to */
 };
 
