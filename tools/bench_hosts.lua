@@ -190,7 +190,10 @@ step()
           local c = heymarket.new{ api_key = "]=] .. srv.key .. [=[", base_url = "]=] .. srv.http
             .. [=[/t/sleep/1000", max_retries = 0, max_connections = 1000, timeout = 60 }
           local ru = ffi.new("struct hm_rusage")
-          local function cpu() ffi.C.getrusage(0, ru) return tonumber(ru.ut_sec + ru.st_sec) + tonumber(ru.ut_usec + ru.st_usec) / 1e6 end
+          local function cpu()
+            ffi.C.getrusage(0, ru)
+            return tonumber(ru.ut_sec + ru.st_sec) + tonumber(ru.ut_usec + ru.st_usec) / 1e6
+          end
           local c0 = cpu()
           local threads, good = {}, 0
           for i = 1, n do threads[i] = ngx.thread.spawn(resty.team, c) end
@@ -230,7 +233,10 @@ step()
       ffi.cdef[[ struct hm_rusage { long ut_sec, ut_usec, st_sec, st_usec; long pad[14]; };
                  int getrusage(int who, struct hm_rusage *usage); ]]
       local ru = ffi.new("struct hm_rusage")
-      local function cpu() ffi.C.getrusage(0, ru) return tonumber(ru.ut_sec + ru.st_sec) + tonumber(ru.ut_usec + ru.st_usec) / 1e6 end
+      local function cpu()
+        ffi.C.getrusage(0, ru)
+        return tonumber(ru.ut_sec + ru.st_sec) + tonumber(ru.ut_usec + ru.st_usec) / 1e6
+      end
       local c = require("heymarket").new{ api_key = %q, base_url = %q .. "/t/sleep/1000",
         max_retries = 0, max_connections = 1000, timeout = 60 }
       local c0 = cpu()
