@@ -45,7 +45,9 @@ local function pin(pid, cpu)
     .. " $p >/dev/null; done")
 end
 
-local srv = fixture.start()
+-- the fake API holds all of MANY's connections at once
+local srv = fixture.start({ worker_connections = MANY + 1024,
+  main = "worker_rlimit_nofile " .. (MANY + 1024) * 2 .. ";" })
 local ok, err = pcall(function()
   local master = util.read_file(srv.prefix .. "/logs/nginx.pid")
   if master then pin(master:match("%d+"), 1) end
@@ -205,7 +207,7 @@ step()
       }
     }
   ]=]
-  local web = fixture.nginx({ http = app, main = "worker_rlimit_nofile 8192;" })
+  local web = fixture.nginx({ http = app, main = "worker_rlimit_nofile " .. (MANY + 1024) * 2 .. ";" })
   local okw, errw = pcall(function()
     local port = web.ports[1]
     local function get(path)
@@ -225,9 +227,8 @@ step()
         "< 2 ms", string.format("%.2f ms (%.2f vs %.2f ms blocking)", added, median(resty),
           median(blocking)), added < 2)
     end
-    local used, good = get("/many?n=" .. MANY):match("^(%S+) (%d+)")
     -- the same requests, one blocking curl-multi wait in a standalone LuaJIT
-    local base = run("taskset -c 0 luajit -e " .. shell_quote(string.format([=[
+    local base_cmd = "taskset -c 0 luajit -e " .. shell_quote(string.format([=[
       package.cpath = %q .. package.cpath
       local ffi = require("ffi")
       ffi.cdef[[ struct hm_rusage { long ut_sec, ut_usec, st_sec, st_usec; long pad[14]; };
@@ -244,15 +245,28 @@ step()
       for i = 1, %d do reqs[i] = c:team_async() end
       for i = 1, %d do reqs[i]:wait() if reqs[i]:result() then good = good + 1 end end
       print(string.format("%%.6f %%d", cpu() - c0, good))
-    ]=], build .. "/?.so;", srv.key, srv.http, MANY, MANY)))
-    local bused, bgood = base:match("(%d+%.%d+) (%d+)")
-    if used and bused then
-      local ratio = tonumber(used) / tonumber(bused)
-      row(string.format("heymarket.resty: CPU of %d requests waiting 1 s in one worker", MANY),
-        "<= 1.5 x one blocking wait", string.format("%.0f ms vs %.0f ms (x %.2f); %s/%d and %s/%d ok",
-          used * 1000, bused * 1000, ratio, good, MANY, bgood, MANY), ratio <= 1.5)
+    ]=], build .. "/?.so;", srv.key, srv.http, MANY, MANY))
+    local used, bused, good, bgood, failed = {}, {}, 0, 0, nil
+    for _ = 1, 3 do -- alternated pairs
+      local u, g = get("/many?n=" .. MANY):match("^(%S+) (%d+)")
+      local printed = run(base_cmd)
+      local b, bg = printed:match("(%d+%.%d+) (%d+)")
+      if not (u and b) then
+        failed = printed
+        break
+      end
+      used[#used + 1], bused[#bused + 1] = tonumber(u), tonumber(b)
+      good, bgood = good + tonumber(g), bgood + tonumber(bg)
+    end
+    if not failed then
+      local ratio = median(used) / median(bused)
+      row(string.format("heymarket.resty: CPU of %d requests waiting 1 s in one worker "
+        .. "(median of 3)", MANY), "<= 1.5 x one blocking wait",
+        string.format("%.0f ms vs %.0f ms (x %.2f); %d/%d and %d/%d answered",
+          median(used) * 1000, median(bused) * 1000, ratio, good, 3 * MANY, bgood, 3 * MANY),
+        ratio <= 1.5)
     else
-      row("heymarket.resty: CPU of waiting requests", "", "no figure: " .. tostring(base), false)
+      row("heymarket.resty: CPU of waiting requests", "", "no figure: " .. tostring(failed), false)
     end
   end)
   web:stop()

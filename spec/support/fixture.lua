@@ -8,6 +8,7 @@
 --
 --   -- low level: any nginx configuration
 --   local h = fixture.nginx{ http = "...${port1}...${prefix}...", ports = 1, main = "env FOO;" }
+--   (also worker_connections = N for either, default 1024; main = "worker_rlimit_nofile N;" to match)
 --   h.prefix, h.ports[1], h.pid, h:error_log(), h:stop()
 --
 --   -- high level: the fake Heymarket API (see fixture_app.lua for the routes)
@@ -343,7 +344,7 @@ local function build_conf(opts, prefix, ports)
     add(substitute(opts.main, vars))
   end
   add("events {")
-  add("  worker_connections 1024;")
+  add("  worker_connections " .. (opts.worker_connections or 1024) .. ";")
   add("}")
   add("http {")
   add("  access_log off;")
@@ -670,6 +671,7 @@ function M.start(opts)
     http = http,
     ports = 3,
     main = opts.main,
+    worker_connections = opts.worker_connections,
     log_level = opts.log_level,
     timeout = opts.timeout,
     setup = function(prefix)
