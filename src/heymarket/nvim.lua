@@ -156,7 +156,11 @@ local function watch(client, fd, events)
     w = nil
   end
   if not w then
-    w = { handle = uv.new_socket_poll(fd), client = client }
+    local handle, err = uv.new_socket_poll(fd)
+    if not handle then
+      error("cannot watch socket " .. fd .. ": " .. tostring(err), 0)
+    end
+    w = { handle = handle, client = client }
     watched[fd] = w
   end
   if w.events ~= events then
@@ -196,7 +200,11 @@ sync = function(client)
       end
     end
     for fd, events in pairs(wanted) do
-      watch(client, fd, events)
+      local watched_ok, err = pcall(watch, client, fd, events)
+      if not watched_ok then
+        reap(client, err)
+        return sync(client)
+      end
     end
   end
   if next(clients) == nil then
