@@ -77,6 +77,15 @@ describe("Ctrl-C", function()
       "local req = client:team_async()\nprint(req:wait(15))"))
   end)
 
+  it("stops a blocking call in a coroutine that began after the signal", function()
+    -- the signal comes while the coroutine runs Lua code: the interpreter's
+    -- hook sits on the main thread before the call even starts
+    check(interrupt("/t/sleep/20000", "max_retries = 0",
+      "print(coroutine.wrap(function()\n"
+        .. "  local t = os.clock() while os.clock() - t < 0.8 do end\n"
+        .. "  return client:inboxes()\nend)())", 0.3))
+  end)
+
   it("stops a blocking call inside a coroutine", function()
     check(interrupt("/t/sleep/20000", "max_retries = 0",
       "print(coroutine.wrap(function() return client:inboxes() end)())"))

@@ -84,6 +84,19 @@ describe("Trust", function()
       assert.equals(("b"):rep(4090) .. "[redac", err.body)
     end)
 
+    it("redacts a long key that starts before the cut and ends after it", function()
+      -- each replacement is shorter than the key, so the output reaches its
+      -- cut before the input does
+      local key = random_key(40)
+      local body = key .. " " .. key .. " " .. ("x"):rep(4026) .. key
+      local s = canned.start("HTTP/1.1 401 Nope\r\nContent-Length: " .. #body
+        .. "\r\nConnection: close\r\n\r\n" .. body)
+      local _, msg, err = client(s.url, key):inboxes()
+      s.stop()
+      assert.equals(401, err.status)
+      assert.is_nil(leaks(msg .. util.dump(err), key), err.body:sub(-60))
+    end)
+
     it("redacts a key that only appears once the JSON is decoded", function()
       local key = random_key(16)
       local escaped = key:gsub(".", function(c) return string.format("\\u%04x", c:byte()) end)
@@ -176,6 +189,22 @@ describe("Trust", function()
       -- 8 connections and libcurl's own wake-up pair
       assert.is_true(open_sockets() - before <= 10, "sockets: " .. (open_sockets() - before))
       c:close()
+    end)
+
+    it("closes sockets at once after a host loop has looked at them", function()
+      local s = canned.start("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n[]")
+      local c = client(s.url, "k")
+      c:sockets()
+      assert.is_table(c:inboxes())
+      collectgarbage("collect") -- earlier specs' clients hold sockets too
+      collectgarbage("collect")
+      local before = open_sockets()
+      for _ = 1, 30 do assert.is_table(c:inboxes()) end
+      collectgarbage("collect")
+      local grew = open_sockets() - before
+      s.stop()
+      c:close()
+      assert.is_true(grew <= 2, "sockets grew by " .. grew)
     end)
 
     it("reports running out of file descriptors as that", function()

@@ -58,8 +58,9 @@ static void push_clean(lua_State *L, const char *s, size_t n, const char *key, s
     luaL_Buffer b;
     if (s == NULL)
         n = 0;
-    if (n > max + k)
-        n = max + k; /* enough to see a key that starts before the cut */
+    /* No cut of the input: a replacement is shorter than a long key, so a
+     * key may start before the output's end and end past any input cut.
+     * Each round writes a byte, so at most max rounds run. */
     luaL_buffinit(L, &b);
     while (i < n && out < max) {
         unsigned char ch = (unsigned char)s[i];

@@ -114,6 +114,8 @@ struct hm_client {
     int host;                 /* a host loop reads sockets(): closing is deferred */
     int *closing;             /* sockets libcurl closed, closed for real at sockets() */
     int n_closing, cap_closing;
+    int *reported;            /* the sockets the last sockets() handed the host */
+    int n_reported, cap_reported;
     int notify_open;          /* the pipe below exists */
     int notify[2];            /* readable when a request finished outside drive() */
     int notified;             /* a byte is in the pipe */

@@ -151,10 +151,20 @@ static int on_timer(CURLM *multi, long ms, void *userp)
  * number were reused at once by a new socket, its watcher would silently
  * point at the wrong thing (epoll forgets a closed descriptor). So while a
  * host reads sockets(), closing waits until the host has seen the socket go. */
+static int was_reported(const hm_client *c, curl_socket_t fd)
+{
+    int i;
+    for (i = 0; i < c->n_reported; i++)
+        if (c->reported[i] == (int)fd)
+            return 1;
+    return 0;
+}
+
 static int on_close(void *clientp, curl_socket_t fd)
 {
     hm_client *c = clientp;
-    if (c->host && c->loop_pid == getpid()) {
+    /* Only a socket the host was told about may still be watched by it. */
+    if (c->host && c->loop_pid == getpid() && was_reported(c, fd)) {
         if (c->n_closing == c->cap_closing) {
             int cap = c->cap_closing ? c->cap_closing * 2 : 16;
             int *grown = realloc(c->closing, (size_t)cap * sizeof *grown);
@@ -258,8 +268,10 @@ void hm_loop_free(hm_client *c)
     flush_closing(c);
     close_notify(c);
     free(c->closing);
+    free(c->reported);
     c->closing = NULL;
-    c->cap_closing = 0;
+    c->reported = NULL;
+    c->cap_closing = c->n_reported = c->cap_reported = 0;
 }
 
 /* ---- doing what is due -------------------------------------------------- */
@@ -368,6 +380,20 @@ static int fill_pfd(hm_client *c)
     return c->n_watch;
 }
 
+/* A socket libcurl asked for could not be recorded (no memory): nothing
+ * would ever watch it, so every request of the client in flight ends, and
+ * taking their results raises the memory error. */
+static void fail_watch_oom(hm_client *c)
+{
+    hm_request *r, *next;
+    c->watch_oom = 0;
+    for (r = c->active; r != NULL; r = next) {
+        next = r->next;
+        if (r->state == HM_RUNNING)
+            hm_request_finish(r, HM_KIND_NOMEM, "out of memory");
+    }
+}
+
 static void enter(hm_client *c)
 {
     hm_check_fork(c);
@@ -397,6 +423,8 @@ void hm_client_step(hm_client *c)
                     | ((ev[i].events & EPOLLERR) ? CURL_CSELECT_ERR : 0));
         } while (got == 64 && ++rounds < 64 && c->epoll_open);
         run_due(c, NULL, 0);
+        if (c->watch_oom)
+            fail_watch_oom(c);
         return;
     }
 #endif
@@ -404,6 +432,8 @@ void hm_client_step(hm_client *c)
     if (n > 0 && poll(c->pfd, (nfds_t)n, 0) <= 0)
         n = 0;
     run_due(c, c->pfd, n < 0 ? 0 : n);
+    if (c->watch_oom)
+        fail_watch_oom(c);
 }
 
 /* Seconds until something is due without any socket being ready: libcurl's
@@ -426,7 +456,9 @@ static double next_due(hm_client *c, double now)
 
 static char main_thread_key; /* 5.1 and LuaJIT: registry[&key] = the main thread */
 
-/* The thread whose hook the interpreter's SIGINT handler sets. */
+/* The thread whose hook the interpreter's SIGINT handler sets. On 5.1 it is
+ * noted by luaopen or, if the module was first required in a coroutine, by
+ * the first call made on the main thread. */
 static lua_State *main_thread(lua_State *L)
 {
     lua_State *T;
@@ -435,6 +467,14 @@ static lua_State *main_thread(lua_State *L)
 #else
     lua_pushlightuserdata(L, &main_thread_key);
     lua_rawget(L, LUA_REGISTRYINDEX);
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        if (lua_pushthread(L)) {
+            lua_pushlightuserdata(L, &main_thread_key);
+            lua_pushvalue(L, -2);
+            lua_rawset(L, LUA_REGISTRYINDEX);
+        }
+    }
 #endif
     T = lua_tothread(L, -1);
     lua_pop(L, 1);
@@ -445,6 +485,7 @@ typedef struct hook_state {
     lua_State *L, *T; /* the calling thread and the main thread */
     lua_Hook hook;
     int mask;
+    int pending;      /* the main thread already had a hook the caller lacks */
 } hook_state;
 
 static void hook_save(hook_state *h, lua_State *L)
@@ -453,6 +494,9 @@ static void hook_save(hook_state *h, lua_State *L)
     h->T = main_thread(L);
     h->hook = lua_gethook(h->T);
     h->mask = lua_gethookmask(h->T);
+    /* In a coroutine, a Ctrl-C may have come while Lua ran before this
+     * call: the main thread then holds the interpreter's hook already. */
+    h->pending = h->T != L && h->hook != NULL && lua_gethook(L) != h->hook;
 }
 
 /* Has a hook been set on the main thread since hook_save? Then the caller
@@ -462,11 +506,26 @@ static int hook_changed(hook_state *h)
 {
     lua_Hook now = lua_gethook(h->T);
     int mask = lua_gethookmask(h->T);
-    if (now == h->hook && mask == h->mask)
+    if (now == h->hook && mask == h->mask && !h->pending)
         return 0;
+    h->pending = 0;
     if (h->T != h->L && now != NULL
         && (lua_gethook(h->L) != now || lua_gethookmask(h->L) != mask))
         lua_sethook(h->L, now, mask, lua_gethookcount(h->T));
+    return 1;
+}
+
+/* A hook was set while waiting: run an empty Lua function, so the hook
+ * runs as the interpreter meant it to. If it raises (the standalone
+ * interpreters' "interrupted!"), return 1 with its error on the stack. A
+ * hook that does not raise (another signal handler's, a debugger's) leaves
+ * the wait going on. */
+static int hook_raises(lua_State *L)
+{
+    if (luaL_loadstring(L, "return") != 0)
+        return lua_error(L);
+    if (lua_pcall(L, 0, 0, 0) == 0)
+        return 0;
     return 1;
 }
 
@@ -506,8 +565,9 @@ static int wait_sockets(hm_client *c, int n, double wait, hook_state *h, int *st
 }
 
 /* Drive the client until req is done or the monotonic deadline (< 0: none)
- * passes. Other requests of the client make progress too. An interrupt
- * (a debug hook set meanwhile) finishes req as cancelled. */
+ * passes. Other requests of the client make progress too. An interrupt (a
+ * debug hook set meanwhile that raises) finishes req as cancelled and is
+ * raised on. */
 void hm_client_wait(lua_State *L, hm_client *c, hm_request *req, double deadline)
 {
     hook_state h;
@@ -523,8 +583,7 @@ void hm_client_wait(lua_State *L, hm_client *c, hm_request *req, double deadline
         if (req->state == HM_DONE)
             return;
         if (c->watch_oom) {
-            c->watch_oom = 0;
-            hm_request_finish(req, HM_KIND_CANCELLED, "out of memory");
+            fail_watch_oom(c);
             hm_raise_memory(L);
         }
         now = hm_now();
@@ -539,14 +598,19 @@ void hm_client_wait(lua_State *L, hm_client *c, hm_request *req, double deadline
             wait = due;
         n = fill_pfd(c);
         if (n < 0) {
-            hm_request_finish(req, HM_KIND_CANCELLED, "out of memory");
+            hm_request_finish(req, HM_KIND_NOMEM, "out of memory");
             hm_raise_memory(L);
         }
         n = wait_sockets(c, n, wait, &h, &stop) > 0 ? n : 0;
         enter(c);
         if (stop) {
-            hm_request_finish(req, HM_KIND_CANCELLED, "interrupted");
-            return;
+            if (hook_raises(L)) {
+                /* The request ends; the interrupt goes on up. */
+                if (req->state != HM_DONE)
+                    hm_request_finish(req, HM_KIND_CANCELLED, "interrupted");
+                lua_error(L);
+            }
+            hook_save(&h, L);
         }
     }
 }
@@ -601,9 +665,18 @@ static int client_sockets(lua_State *L)
     }
     if (!open_notify(c))
         return luaL_error(L, "heymarket: cannot create a pipe: %s", strerror(errno));
+    if (c->cap_reported < c->n_watch) {
+        int *grown = realloc(c->reported, (size_t)c->n_watch * sizeof *grown);
+        if (grown == NULL)
+            return hm_raise_memory(L);
+        c->reported = grown;
+        c->cap_reported = c->n_watch;
+    }
+    c->n_reported = 0;
     lua_createtable(L, 0, c->n_watch + 1);
     for (i = 0; i < c->n_watch; i++) {
         int what = c->watch[i].what;
+        c->reported[c->n_reported++] = (int)c->watch[i].fd;
         lua_pushstring(L, what == CURL_POLL_INOUT ? "rw" : what == CURL_POLL_OUT ? "w" : "r");
         lua_rawseti(L, -2, (int)c->watch[i].fd);
     }
@@ -661,6 +734,8 @@ static int client_drive(lua_State *L)
             else
                 act(c, (curl_socket_t)fd, events_mask(events));
             run_due(c, NULL, 0);
+            if (c->watch_oom)
+                fail_watch_oom(c);
             c->driving = 0;
         } else if (c->notify_open && (int)fd == c->notify[0])
             drain_notify(c);
