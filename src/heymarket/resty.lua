@@ -80,11 +80,17 @@ end
 local function wake(client, raised)
   for req, w in pairs(waiting) do
     if client == nil or w.client == client then
-      if raised ~= nil then
-        w.error = raised
+      local ok, done = true, raised ~= nil
+      if raised == nil then
+        -- poll() raises only when out of memory: that request's handler
+        -- gets the error, the poller and the others go on
+        ok, done = pcall(req.poll, req)
+      end
+      if raised ~= nil or not ok then
+        w.error = raised ~= nil and raised or done
         forget(req)
         w.sema:post(1)
-      elseif req:poll() then
+      elseif done then
         forget(req)
         w.sema:post(1)
       end
