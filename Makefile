@@ -50,6 +50,8 @@ TEST_PACKAGES = gcc make lua5.1 lua5.2 lua5.3 lua5.4 liblua5.1-0-dev liblua5.2-d
                 libcurl4-openssl-dev lua-cjson lua-busted lua-check lua-socket \
                 nginx-light libnginx-mod-http-lua neovim valgrind openssl ca-certificates \
                 luarocks curl procps coreutils zip unzip git
+# make bench adds the peers it measures heymarket against, and taskset.
+BENCH_PACKAGES = lua-curl lua-socket lua-cjson util-linux
 DEMO_PACKAGES = gcc make lua5.4 liblua5.4-dev libcurl4-openssl-dev lua-cjson lua-socket \
                 nginx-light libnginx-mod-http-lua openssl ca-certificates procps
 
@@ -59,7 +61,7 @@ export NO_PROXY = 127.0.0.1,localhost
 
 # ---- targets -----------------------------------------------------------------
 
-.PHONY: all test spec demo install rock dist lint valgrind asan fuzz bench bench-hosts deps-test deps-clang deps-demo clean
+.PHONY: all test spec demo install rock dist lint valgrind asan fuzz bench bench-hosts deps-test deps-clang deps-demo deps-bench clean
 
 all: $(MODULE)
 
@@ -164,10 +166,21 @@ fuzz: deps-test deps-clang
 	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 		build/fuzz/fuzz_json -max_total_time=$(FUZZ_SECONDS) -max_len=4096 build/fuzz/corpus_json fuzz/seeds_json
 
-bench: deps-test
-	@$(MAKE) --no-print-directory LUA=lua5.4 all
+# The floor (tools/bench_baseline.c) is built once per Lua it embeds.
+lua_lib    = $(if $(filter luajit,$(1)),-lluajit-5.1,-l$(1))
+BENCH_LUAS = lua5.4 luajit
+FLOORS     = $(addprefix build/bench/floor-,$(BENCH_LUAS))
+
+build/bench/floor-%: tools/bench_baseline.c Makefile
 	@mkdir -p build/bench
-	$(CC) -std=c99 -O2 -Wall -Wextra -Werror -pedantic -o build/bench/baseline tools/bench_baseline.c -lcurl
+	$(CC) -std=c99 -O2 -Wall -Wextra -Werror -pedantic -I$(call lua_include,$*) \
+		-o $@ tools/bench_baseline.c -lcurl $(call lua_lib,$*)
+
+# Speed and memory, written to BENCHMARKS.md; HEYMARKET_BENCH_QUICK=1 for a
+# short run that only checks the bench still works (CI).
+bench: deps-bench
+	@for v in $(BENCH_LUAS); do $(MAKE) --no-print-directory LUA=$$v all || exit 1; done
+	@$(MAKE) --no-print-directory $(FLOORS)
 	lua5.4 tools/bench.lua
 
 # The host event loops (Neovim, OpenResty): needs the LuaJIT build; prints a
@@ -185,6 +198,9 @@ deps-clang:
 
 deps-demo:
 	@sh tools/ensure-packages.sh $(DEMO_PACKAGES)
+
+deps-bench: deps-test
+	@sh tools/ensure-packages.sh $(BENCH_PACKAGES)
 
 clean:
 	rm -rf build

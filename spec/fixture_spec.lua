@@ -241,6 +241,12 @@ describe("fixture", function()
     { "/t/big/5000/v1/inboxes", 200, function(body)
         return #body >= 5000 and body:match("^%[{.*}%]$") ~= nil
       end },
+    { "/t/many/3/v1/inboxes", 200, function(body)
+        local _, objects = body:gsub('"invited":true}', "")
+        return objects == 3 and body:match('^%[{"id":1,.*{"id":3,[^{]*}%]$') ~= nil
+      end, { ["content-length"] = "~^%d+$" } },
+    { "/t/many/0/v1/inboxes", 200, "[]" },
+    { "/t/many/x/v1/inboxes", 400 },
     { "/t/gzip/100/v1/inboxes", 406, '{"error":"gzip required"}' },
     { "/t/no-such-scenario/x/v1/inboxes", 404, '{"error":"Not Found"}' },
   }

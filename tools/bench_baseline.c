@@ -1,21 +1,27 @@
-/* The "libcurl" baseline of `make bench`: what plain libcurl costs for the
- * same GETs heymarket makes, with nothing of heymarket in the way.
+/* The floor of `make bench`: what plain libcurl plus lua-cjson cost for the
+ * same GETs heymarket makes, with nothing of heymarket in the way. Built once
+ * per Lua (build/bench/floor-lua5.4, build/bench/floor-luajit): the bodies are
+ * decoded by cjson.new().decode in a Lua state of that version, with the GC
+ * mode its interpreter gives scripts (lua5.4 runs them generational).
  *
- *   build/bench/baseline URL KEY N [P]
+ *   floor URL KEY N P MAXCONN DECODE
  *
  * Sends the headers heymarket sends (Authorization: Bearer KEY, Accept:
  * application/json, Accept-Encoding as CURLOPT_ACCEPT_ENCODING ""), collects
- * each body into one reused buffer, and prints one line:
+ * each body into one reused buffer per handle, decodes it when DECODE is 1,
+ * and prints one line:
  *
- *   <wall seconds> <process CPU seconds> <bytes of the last body>
+ *   <wall seconds> <process CPU seconds> <bytes of the last body> <peak RSS kB>
  *
- * P = 1 (the default): one easy handle, reused (keep-alive), N requests one
- * after another with curl_easy_perform.
+ * P = 1: one easy handle, reused (keep-alive), N requests one after another
+ * with curl_easy_perform.
  * P > 1: P easy handles in one multi handle, all P requests in flight at once,
- * N / P such batches; the handles and the multi's connections are reused.
+ * each body decoded as its transfer completes, N / P such batches; the handles
+ * and the multi's connections are reused. MAXCONN > 0 caps the connections
+ * per host (CURLMOPT_MAX_HOST_CONNECTIONS), as a heymarket client does.
  *
  * One untimed request (or batch) first opens the connection(s). Exits non-zero
- * on any transfer error or a status other than 200. */
+ * on any transfer error, a status other than 200 or a decoding error. */
 #define _POSIX_C_SOURCE 200809L
 
 #include <stdio.h>
@@ -24,11 +30,17 @@
 #include <time.h>
 
 #include <curl/curl.h>
+#include <lauxlib.h>
+#include <lua.h>
+#include <lualib.h>
 
 typedef struct buffer {
     char *data;
     size_t len, cap;
 } buffer;
+
+static lua_State *L;
+static int decode_bodies;
 
 static size_t on_body(char *data, size_t size, size_t nmemb, void *ud)
 {
@@ -57,6 +69,52 @@ static double seconds(clockid_t clock)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+static long peak_rss_kb(void)
+{
+    char line[256];
+    long kb = -1;
+    FILE *f = fopen("/proc/self/status", "r");
+    if (f == NULL)
+        return -1;
+    while (fgets(line, sizeof line, f) != NULL)
+        if (strncmp(line, "VmHWM:", 6) == 0)
+            kb = strtol(line + 6, NULL, 10);
+    fclose(f);
+    return kb;
+}
+
+/* cjson.new().decode(body), the result dropped at once; the decoder sits at
+ * stack index 1. */
+static int decode(const buffer *b)
+{
+    if (!decode_bodies)
+        return 1;
+    lua_pushvalue(L, 1);
+    lua_pushlstring(L, b->data ? b->data : "", b->len);
+    if (lua_pcall(L, 1, 1, 0) != 0) {
+        fprintf(stderr, "floor: decode failed: %s\n", lua_tostring(L, -1));
+        return 0;
+    }
+    lua_pop(L, 1);
+    return 1;
+}
+
+static int setup_lua(void)
+{
+    L = luaL_newstate();
+    if (L == NULL)
+        return 0;
+    luaL_openlibs(L);
+#ifdef LUA_GCGEN
+    lua_gc(L, LUA_GCGEN, 0, 0); /* what lua.c does for every script in 5.4 */
+#endif
+    if (luaL_dostring(L, "return require('cjson').new().decode") != 0) {
+        fprintf(stderr, "floor: %s\n", lua_tostring(L, -1));
+        return 0;
+    }
+    return 1;
+}
+
 static CURL *make_easy(const char *url, struct curl_slist *headers, buffer *body)
 {
     CURL *e = curl_easy_init();
@@ -69,7 +127,8 @@ static CURL *make_easy(const char *url, struct curl_slist *headers, buffer *body
         || curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L) != CURLE_OK
         || curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L) != CURLE_OK
         || curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body) != CURLE_OK
-        || curl_easy_setopt(e, CURLOPT_WRITEDATA, body) != CURLE_OK) {
+        || curl_easy_setopt(e, CURLOPT_WRITEDATA, body) != CURLE_OK
+        || curl_easy_setopt(e, CURLOPT_PRIVATE, body) != CURLE_OK) {
         curl_easy_cleanup(e);
         return NULL;
     }
@@ -80,12 +139,12 @@ static int check_done(CURL *e, CURLcode code)
 {
     long status = 0;
     if (code != CURLE_OK) {
-        fprintf(stderr, "baseline: %s\n", curl_easy_strerror(code));
+        fprintf(stderr, "floor: %s\n", curl_easy_strerror(code));
         return 0;
     }
     curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
     if (status != 200) {
-        fprintf(stderr, "baseline: HTTP status %ld\n", status);
+        fprintf(stderr, "floor: HTTP status %ld\n", status);
         return 0;
     }
     return 1;
@@ -97,7 +156,7 @@ static int run_serial(CURL *e, buffer *body, long n)
     long i;
     for (i = 0; i < n; i++) {
         body->len = 0;
-        if (!check_done(e, curl_easy_perform(e)))
+        if (!check_done(e, curl_easy_perform(e)) || !decode(body))
             return 0;
     }
     return 1;
@@ -111,7 +170,7 @@ static int run_batch(CURLM *multi, CURL **easy, buffer *bodies, long p)
     for (i = 0; i < p; i++) {
         bodies[i].len = 0;
         if (curl_multi_add_handle(multi, easy[i]) != CURLM_OK) {
-            fprintf(stderr, "baseline: curl_multi_add_handle failed\n");
+            fprintf(stderr, "floor: curl_multi_add_handle failed\n");
             return 0;
         }
     }
@@ -119,19 +178,21 @@ static int run_batch(CURLM *multi, CURL **easy, buffer *bodies, long p)
         CURLMsg *msg;
         int left;
         if (curl_multi_perform(multi, &running) != CURLM_OK) {
-            fprintf(stderr, "baseline: curl_multi_perform failed\n");
+            fprintf(stderr, "floor: curl_multi_perform failed\n");
             return 0;
         }
         while ((msg = curl_multi_info_read(multi, &left)) != NULL) {
+            buffer *body = NULL;
             if (msg->msg != CURLMSG_DONE)
                 continue;
-            if (!check_done(msg->easy_handle, msg->data.result))
+            curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&body);
+            if (!check_done(msg->easy_handle, msg->data.result) || !decode(body))
                 ok = 0;
             curl_multi_remove_handle(multi, msg->easy_handle);
             done++;
         }
         if (done < p && curl_multi_poll(multi, NULL, 0, 1000, NULL) != CURLM_OK) {
-            fprintf(stderr, "baseline: curl_multi_poll failed\n");
+            fprintf(stderr, "floor: curl_multi_poll failed\n");
             return 0;
         }
     }
@@ -141,7 +202,7 @@ static int run_batch(CURLM *multi, CURL **easy, buffer *bodies, long p)
 int main(int argc, char **argv)
 {
     const char *url, *key;
-    long n, p = 1, i, batches;
+    long n, p, maxconn, i, batches;
     char *auth;
     struct curl_slist *headers = NULL, *more;
     CURL **easy;
@@ -150,20 +211,21 @@ int main(int argc, char **argv)
     double wall, cpu;
     int ok;
 
-    if (argc < 4 || argc > 5) {
-        fprintf(stderr, "usage: %s URL KEY N [PARALLEL]\n", argv[0]);
+    if (argc != 7) {
+        fprintf(stderr, "usage: %s URL KEY N PARALLEL MAXCONN DECODE\n", argv[0]);
         return 2;
     }
     url = argv[1];
     key = argv[2];
     n = strtol(argv[3], NULL, 10);
-    if (argc == 5)
-        p = strtol(argv[4], NULL, 10);
-    if (n < 1 || p < 1 || n % p != 0) {
-        fprintf(stderr, "baseline: N and PARALLEL must be positive, N a multiple of PARALLEL\n");
+    p = strtol(argv[4], NULL, 10);
+    maxconn = strtol(argv[5], NULL, 10);
+    decode_bodies = strcmp(argv[6], "1") == 0;
+    if (n < 1 || p < 1 || n % p != 0 || maxconn < 0) {
+        fprintf(stderr, "floor: N and PARALLEL must be positive, N a multiple of PARALLEL\n");
         return 2;
     }
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+    if (!setup_lua() || curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
         return 1;
 
     auth = malloc(strlen("Authorization: Bearer ") + strlen(key) + 1);
@@ -185,7 +247,7 @@ int main(int argc, char **argv)
     for (i = 0; i < p; i++) {
         easy[i] = make_easy(url, headers, &bodies[i]);
         if (easy[i] == NULL) {
-            fprintf(stderr, "baseline: could not set up a curl handle\n");
+            fprintf(stderr, "floor: could not set up a curl handle\n");
             return 1;
         }
     }
@@ -200,6 +262,8 @@ int main(int argc, char **argv)
         multi = curl_multi_init();
         if (multi == NULL)
             return 1;
+        if (maxconn > 0)
+            curl_multi_setopt(multi, CURLMOPT_MAX_HOST_CONNECTIONS, maxconn);
         ok = run_batch(multi, easy, bodies, p); /* warm-up: connect */
         wall = seconds(CLOCK_MONOTONIC);
         cpu = seconds(CLOCK_PROCESS_CPUTIME_ID);
@@ -210,7 +274,7 @@ int main(int argc, char **argv)
     cpu = seconds(CLOCK_PROCESS_CPUTIME_ID) - cpu;
 
     if (ok)
-        printf("%.9f %.9f %lu\n", wall, cpu, (unsigned long)bodies[0].len);
+        printf("%.9f %.9f %lu %ld\n", wall, cpu, (unsigned long)bodies[0].len, peak_rss_kb());
 
     for (i = 0; i < p; i++) {
         curl_easy_cleanup(easy[i]);
@@ -222,5 +286,6 @@ int main(int argc, char **argv)
     free(bodies);
     curl_slist_free_all(headers);
     curl_global_cleanup();
+    lua_close(L);
     return ok ? 0 : 1;
 }

@@ -1,0 +1,141 @@
+-- One measured run of `make bench`, in a process of its own (tools/bench.lua
+-- starts it, pinned to one CPU, under lua5.4 or luajit):
+--
+--   LUA tools/bench_child.lua CONTESTANT BASE_URL PATH KEY N P MAXCONN
+--
+-- CONTESTANT is one of
+--   heymarket  one client: c:inboxes() (or c:get(PATH)) N times when P is 1;
+--              else N / P batches of P get_async requests, waited for in turn
+--   luacurl    Debian's lua-curl (luacurl 0.3, 5.1 ABI only): one reused easy
+--              handle, the body collected in a table, then cjson.decode
+--   luasocket  socket.http.request with an ltn12 table sink, then cjson.decode
+--              (LuaSocket sends "Connection: close": a new connection per call)
+--
+-- One untimed call (or batch) first. Prints one line:
+--   <wall seconds> <process CPU seconds> <items in the last result> <peak RSS kB>
+-- Works under Lua 5.1-5.4 and LuaJIT.
+
+package.path = "src/?.lua;src/?/init.lua;" .. package.path
+local interpreter = jit and "luajit" or ("lua" .. _VERSION:match("%d+%.%d+"))
+package.cpath = "build/" .. interpreter .. "/?.so;" .. package.cpath
+
+local which, base, path, key = arg[1], arg[2], arg[3], arg[4]
+local n, p, maxconn = tonumber(arg[5]), tonumber(arg[6]), tonumber(arg[7])
+if not (which and base and path and key and n and p and maxconn) or n % p ~= 0 then
+  io.stderr:write("usage: bench_child.lua CONTESTANT BASE_URL PATH KEY N P MAXCONN\n")
+  os.exit(2)
+end
+
+local now = require("socket.core").gettime
+
+local function peak_rss_kb()
+  local f = io.open("/proc/self/status", "r")
+  if not f then
+    return -1
+  end
+  local s = f:read("*a")
+  f:close()
+  return tonumber(s:match("VmHWM:%s*(%d+)")) or -1
+end
+
+local function check(result, msg)
+  if result == nil then
+    io.stderr:write(which, ": ", tostring(msg), "\n")
+    os.exit(1)
+  end
+  return result
+end
+
+-- Each contestant: a function making one call (P = 1) or one batch of P.
+local run
+
+if which == "heymarket" then
+  local heymarket = require("heymarket")
+  local opts = { api_key = key, base_url = base, max_retries = 0 }
+  if maxconn > 0 then
+    opts.max_connections = maxconn
+  end
+  local ok, client = pcall(heymarket.new, opts)
+  if not ok and tostring(client):find("unknown option", 1, true) then
+    opts.max_connections = nil -- a build before max_connections: no limit
+    client = heymarket.new(opts)
+  elseif not ok then
+    error(client, 0)
+  end
+  if p == 1 then
+    if path == "/v1/inboxes" then
+      run = function()
+        return check(client:inboxes())
+      end
+    else
+      run = function()
+        return check(client:get(path))
+      end
+    end
+  else
+    local reqs = {}
+    run = function()
+      for i = 1, p do
+        reqs[i] = client:get_async(path)
+      end
+      local last
+      for i = 1, p do
+        reqs[i]:wait()
+        last = check(reqs[i]:result())
+        reqs[i] = nil
+      end
+      return last
+    end
+  end
+elseif which == "luacurl" then
+  local curl = require("curl")
+  local decode = require("cjson").decode
+  local chunks, count = {}, 0
+  local e = curl.easy_init()
+  e:setopt(curl.OPT_URL, base .. path)
+  e:setopt(curl.OPT_HTTPHEADER, { "Authorization: Bearer " .. key, "Accept: application/json" })
+  e:setopt(curl.OPT_ACCEPT_ENCODING, "")
+  e:setopt(curl.OPT_NOSIGNAL, 1)
+  e:setopt(curl.OPT_WRITEFUNCTION, function(s, len) -- luacurl passes (data, length)
+    count = count + 1
+    chunks[count] = s
+    return len
+  end)
+  run = function()
+    for i = count, 1, -1 do
+      chunks[i] = nil
+    end
+    count = 0
+    local code, msg = e:perform()
+    if code ~= 0 then
+      check(nil, msg)
+    end
+    return decode(table.concat(chunks))
+  end
+elseif which == "luasocket" then
+  local http = require("socket.http")
+  local ltn12 = require("ltn12")
+  local decode = require("cjson").decode
+  local url = base .. path
+  local headers = { authorization = "Bearer " .. key, accept = "application/json" }
+  run = function()
+    local chunks = {}
+    local ok, code = http.request({ url = url, headers = headers, sink = ltn12.sink.table(chunks) })
+    if not ok or code ~= 200 then
+      check(nil, "HTTP " .. tostring(code))
+    end
+    return decode(table.concat(chunks))
+  end
+else
+  io.stderr:write("unknown contestant ", which, "\n")
+  os.exit(2)
+end
+
+local last = run() -- untimed: connects, loads the decoder
+collectgarbage("collect")
+local w0, c0 = now(), os.clock()
+for _ = 1, n / p do
+  last = run()
+end
+local wall, cpu = now() - w0, os.clock() - c0
+io.write(string.format("%.9f %.9f %d %d\n", wall, cpu, #last, peak_rss_kb()))
