@@ -82,6 +82,54 @@ describe("Results", function()
     assert.same({}, assert(util.client(srv, "/t/nulls/x"):team()).members)
   end)
 
+  it("normalise every element of a long array (nulls dropped, whole numbers integers)", function()
+    local inboxes = assert(util.client(srv, "/t/many/300"):inboxes())
+    assert.equals(300, #inboxes)
+    for i, inbox in ipairs(inboxes) do
+      assert.equals(i, inbox.id)
+      assert.is_nil(inbox.forward_number)
+      assert.same({ 1, 2, 5 }, inbox.members)
+      if math.type then
+        assert.equals("integer", math.type(inbox.id))
+        assert.equals("integer", math.type(inbox.members[3]))
+      end
+    end
+    local kept = assert(util.client(srv, "/t/many/3", { keep_null = true }):inboxes())
+    assert.equals(heymarket.null, kept[3].forward_number)
+  end)
+
+  it("drop nulls from objects wherever they stand, and nothing else", function()
+    local function get(name, opts)
+      return assert(util.client(srv, nil, opts):get("/t/json/" .. name))
+    end
+    assert.same({}, get("alone"))
+    assert.same({ b = 1 }, get("first"))
+    assert.same({ a = 1 }, get("last"))
+    assert.same({ c = "null" }, get("spaced"))
+    assert.same({ s = "a\\", q = '":null,', x = { heymarket.null, {} }, o = { w = {} } },
+      get("escapes"))
+    local kept = get("escapes", { keep_null = true })
+    assert.equals(heymarket.null, kept['k"'])
+    assert.equals(heymarket.null, kept.n)
+    assert.equals(heymarket.null, kept.x[2].y)
+    assert.equals(heymarket.null, kept.o.z)
+    assert.same({ a = heymarket.null, b = heymarket.null, c = "null" }, get("spaced", { keep_null = true }))
+  end)
+
+  it("keep an invalid body invalid, and err.body as it was sent, however nulls are dropped", function()
+    local bodies = {
+      trailing_comma = '{"a":null,}', member_in_array = '[1,"a":null]', double_colon = '{"a"::null}',
+      leading_comma = '{,"b":null}', two_values = '{"a":null null}', nullx = '{"a":nullx}',
+    }
+    for name, body in pairs(bodies) do
+      local res, msg, err = util.client(srv):get("/t/json/" .. name)
+      assert.is_nil(res, name)
+      assert.equals("decode", err.kind, name)
+      assert.matches("invalid JSON", msg, 1, true)
+      assert.equals(body, err.body, name)
+    end
+  end)
+
   it("require a JSON array for inboxes() and an object for team()", function()
     local c = util.client(srv, "/t/wrongshape/x")
     local res, msg, err = c:inboxes()

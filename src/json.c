@@ -3,6 +3,7 @@
  * from objects (or heymarket.null), heymarket.null inside arrays. */
 #include "hm.h"
 
+#include <limits.h>
 #include <math.h>
 #include <string.h>
 
@@ -18,6 +19,36 @@ static int setup_pcall(lua_State *L, int nargs, int nresults)
     return status;
 }
 
+/* What the state's decoder does by itself, found out once at load (state
+ * slot JFLAGS): the walk after each decode does only what is left. */
+#define JFLAGS "decoder_flags"
+#define JF_FLOATS 1      /* whole numbers come back as floats on 5.3+ */
+#define JF_FOREIGN_NULL 2 /* its null is not heymarket.null (lightuserdata NULL) */
+
+/* Decode "[1]" and look at the number and at the decoder's null; store the
+ * flags in the state (at index state), with the decoder and its null set. */
+static void probe_decoder(lua_State *L, int state)
+{
+    int flags = 0, top = lua_gettop(L);
+    lua_getfield(L, state, HM_STATE_JNULL);
+    if (lua_type(L, -1) != LUA_TLIGHTUSERDATA || lua_touserdata(L, -1) != NULL)
+        flags |= JF_FOREIGN_NULL;
+#if HM_HAS_INTEGERS
+    lua_getfield(L, state, HM_STATE_DECODE);
+    lua_pushliteral(L, "[1]");
+    if (setup_pcall(L, 1, 1) != 0 || !lua_istable(L, -1))
+        flags |= JF_FLOATS; /* cannot tell: walk as if it gave floats */
+    else {
+        lua_rawgeti(L, -1, 1);
+        if (!lua_isinteger(L, -1))
+            flags |= JF_FLOATS;
+    }
+#endif
+    lua_settop(L, top);
+    lua_pushinteger(L, flags);
+    lua_setfield(L, state, JFLAGS);
+}
+
 /* If the table at the top has a decode function, store it as the state's
  * decoder and return 1; the stack is left as it was either way. */
 static int take_decoder(lua_State *L, int state)
@@ -25,9 +56,10 @@ static int take_decoder(lua_State *L, int state)
     int found;
     lua_getfield(L, -1, "decode");
     found = lua_isfunction(L, -1);
-    if (found)
+    if (found) {
         lua_setfield(L, state, HM_STATE_DECODE);
-    else
+        probe_decoder(L, state);
+    } else
         lua_pop(L, 1);
     return found;
 }
@@ -101,44 +133,268 @@ static int integral(lua_State *L, int idx, lua_Integer *out)
 }
 #endif
 
-/* Normalise the table at the top of the stack in place. jnull is the stack
- * index of the decoder's null. Only existing fields are assigned (or
- * cleared), which lua_next allows during traversal. Returns 0, with the
- * table still at the top, when it is nested too deeply (vim.json has no
- * depth limit of its own). */
-static int normalise(lua_State *L, int jnull, int keep_null, int depth)
+/* What the walk has to do, for this decoder and this body. */
+typedef struct walk {
+    int jnull;       /* stack index of the decoder's null */
+    int ints;        /* whole floats become integers */
+    int object_null; /* nulls in objects: dropped, or replaced (keep_null) */
+    int keep_null;
+    int array_null;  /* nulls in arrays: replaced by heymarket.null */
+} walk;
+
+static int normalise(lua_State *L, const walk *w, int depth);
+
+/* The value at the top, stored under key (at key_idx) or index i of the
+ * table at t: recurse into a table, or fix a float or a null. Pops it.
+ * Returns 0 when nested too deeply. */
+static int fix_value(lua_State *L, const walk *w, int t, int key_idx, lua_Integer i, int depth)
+{
+    int type = lua_type(L, -1);
+    if (type == LUA_TTABLE) {
+        if (!normalise(L, w, depth + 1))
+            return 0;
+    }
+#if HM_HAS_INTEGERS
+    else if (type == LUA_TNUMBER) {
+        lua_Integer whole;
+        if (w->ints && integral(L, -1, &whole)) {
+            lua_pushinteger(L, whole);
+            if (key_idx != 0) {
+                lua_pushvalue(L, key_idx);
+                lua_insert(L, -2);
+                lua_rawset(L, t);
+            } else
+                lua_rawseti(L, t, i);
+        }
+    }
+#endif
+    else if (key_idx != 0 ? w->object_null : w->array_null) {
+        if (lua_rawequal(L, -1, w->jnull)) {
+            if (key_idx != 0) {
+                lua_pushvalue(L, key_idx);
+                if (w->keep_null)
+                    lua_pushlightuserdata(L, NULL); /* heymarket.null */
+                else
+                    lua_pushnil(L);
+                lua_rawset(L, t);
+            } else {
+                lua_pushlightuserdata(L, NULL);
+                lua_rawseti(L, t, (int)i);
+            }
+        }
+    }
+    lua_pop(L, 1);
+    return 1;
+}
+
+/* Normalise the table at the top of the stack in place. A decoded array
+ * (a table with a length: JSON object keys are always strings) is walked by
+ * index; an object with lua_next, which allows assigning or clearing
+ * existing fields during the traversal. Returns 0, with the table still at
+ * the top, when it is nested too deeply (vim.json has no depth limit of its
+ * own). */
+static int normalise(lua_State *L, const walk *w, int depth)
 {
     int t = lua_gettop(L);
-#if HM_HAS_INTEGERS
-    lua_Integer i;
-#endif
-    if (depth > MAX_DEPTH || !lua_checkstack(L, 4))
+    size_t n;
+    if (depth > MAX_DEPTH || !lua_checkstack(L, 5))
         return 0;
-    lua_pushnil(L);
-    while (lua_next(L, t) != 0) {
-        if (lua_type(L, -1) == LUA_TTABLE) {
-            if (!normalise(L, jnull, keep_null, depth + 1)) {
+    n = hm_rawlen(L, t);
+    if (n > 0) {
+        size_t i;
+        if (n > (size_t)INT_MAX)
+            n = (size_t)INT_MAX;
+        for (i = 1; i <= n; i++) {
+            lua_rawgeti(L, t, (int)i);
+            if (!fix_value(L, w, t, 0, (lua_Integer)i, depth)) {
                 lua_settop(L, t);
                 return 0;
             }
-        } else if (lua_rawequal(L, -1, jnull)) {
-            lua_pushvalue(L, -2);
-            if (lua_type(L, -3) == LUA_TSTRING && !keep_null)
-                lua_pushnil(L);
-            else
-                lua_pushlightuserdata(L, NULL); /* heymarket.null */
-            lua_rawset(L, t);
         }
-#if HM_HAS_INTEGERS
-        else if (integral(L, -1, &i)) {
-            lua_pushvalue(L, -2);
-            lua_pushinteger(L, i);
-            lua_rawset(L, t);
+        return 1;
+    }
+    lua_pushnil(L);
+    while (lua_next(L, t) != 0) {
+        if (!fix_value(L, w, t, t + 1, 0, depth)) {
+            lua_settop(L, t);
+            return 0;
         }
-#endif
-        lua_pop(L, 1);
     }
     return 1;
+}
+
+/* Where the body first holds the word null (in a string too: then the walk
+ * runs for nothing, which is only slower), or n when nowhere. */
+static size_t find_null(const char *p, size_t n)
+{
+    const char *q = p, *end = p + n;
+    while ((size_t)(end - q) >= 4 && (q = memchr(q, 'n', (size_t)(end - q) - 3)) != NULL) {
+        if (q[1] == 'u' && q[2] == 'l' && q[3] == 'l')
+            return (size_t)(q - p);
+        q++;
+    }
+    return n;
+}
+
+/* ---- null members blanked before decoding ------------------------------- */
+
+/* Where a decoder's null is heymarket.null already (lua-cjson) and Lua has no
+ * integers to fix, the only work left after decoding is dropping the nulls of
+ * objects: a walk over every decoded value. Blanking each `"key": null` member
+ * (and the comma joining it to a neighbour) with spaces in the body instead
+ * costs one pass over the text, and keeps every offset, so the decoder's
+ * error messages still point at the right character.
+ *
+ * The scan follows the JSON grammar's structure (not the contents of strings,
+ * numbers or literals, which the decoder checks) and gives up, returning 0,
+ * at anything unexpected or nested deeper than MAX_DEPTH: only members of
+ * objects that are well formed up to that point are blanked, so an invalid
+ * body stays invalid. It returns 1 when the whole body was scanned. */
+
+enum scan_state {
+    S_VALUE,          /* a value must come (top level, after ':' or an array's ',') */
+    S_VALUE_OR_CLOSE, /* after '[' */
+    S_KEY,            /* after an object's ',' */
+    S_KEY_OR_CLOSE,   /* after '{' (or a blanked first member) */
+    S_COLON,          /* after a key */
+    S_AFTER           /* after a value: ',' or a closing bracket */
+};
+
+static int is_json_space(char c)
+{
+    return c == ' ' || c == '\t' || c == '\r' || c == '\n';
+}
+
+static size_t skip_space(const char *p, size_t i, size_t n)
+{
+    while (i < n && is_json_space(p[i]))
+        i++;
+    return i;
+}
+
+/* The index just past the string whose opening quote is at i, or 0. */
+static size_t string_end(const char *p, size_t i, size_t n)
+{
+    size_t start = i++;
+    for (;;) {
+        const char *q = i < n ? memchr(p + i, '"', n - i) : NULL;
+        size_t k;
+        if (q == NULL)
+            return 0;
+        i = (size_t)(q - p);
+        for (k = i; k > start + 1 && p[k - 1] == '\\'; k--)
+            ;
+        if (((i - k) & 1) == 0) /* not escaped: an even run of backslashes */
+            return i + 1;
+        i++;
+    }
+}
+
+/* Bytes of a number or a literal (true, false, null), and the bytes that
+ * could continue one: what the decoder will reject is its business. */
+static int is_token_byte(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '+' || c == '.'
+        || c == 'E';
+}
+
+static int blank_null_members(char *p, size_t n)
+{
+    unsigned char object[MAX_DEPTH + 1]; /* per level: 1 in an object, 0 in an array */
+    enum scan_state st = S_VALUE;
+    size_t i = 0, key = 0, comma = 0, depth = 0;
+    int after_comma = 0; /* the current key follows a ',' (at comma), not a '{' */
+
+    object[0] = 0;
+    while (i < n) {
+        char c = p[i];
+        if (is_json_space(c)) {
+            i++;
+            continue;
+        }
+        switch (c) {
+        case '"': {
+            size_t end = string_end(p, i, n);
+            if (end == 0)
+                return 0;
+            if (st == S_KEY || st == S_KEY_OR_CLOSE) {
+                key = i;
+                st = S_COLON;
+            } else if (st == S_VALUE || st == S_VALUE_OR_CLOSE)
+                st = S_AFTER;
+            else
+                return 0;
+            i = end;
+            break;
+        }
+        case ':':
+            if (st != S_COLON)
+                return 0;
+            st = S_VALUE;
+            i++;
+            break;
+        case ',':
+            if (st != S_AFTER || depth == 0)
+                return 0;
+            if (object[depth]) {
+                st = S_KEY;
+                comma = i;
+                after_comma = 1;
+            } else
+                st = S_VALUE;
+            i++;
+            break;
+        case '{':
+        case '[':
+            if ((st != S_VALUE && st != S_VALUE_OR_CLOSE) || depth >= MAX_DEPTH)
+                return 0;
+            object[++depth] = c == '{';
+            st = c == '{' ? S_KEY_OR_CLOSE : S_VALUE_OR_CLOSE;
+            after_comma = 0;
+            i++;
+            break;
+        case '}':
+        case ']':
+            if (depth == 0 || object[depth] != (c == '}')
+                || !(st == S_AFTER || st == (c == '}' ? S_KEY_OR_CLOSE : S_VALUE_OR_CLOSE)))
+                return 0;
+            depth--;
+            st = S_AFTER;
+            i++;
+            break;
+        default: {
+            size_t end = i;
+            if (st != S_VALUE && st != S_VALUE_OR_CLOSE)
+                return 0;
+            while (end < n && is_token_byte(p[end]))
+                end++;
+            if (end == i)
+                return 0;
+            st = S_AFTER;
+            if (end - i == 4 && memcmp(p + i, "null", 4) == 0 && depth > 0 && object[depth]) {
+                /* a member's value: blank the member and one comma */
+                if (after_comma) {
+                    memset(p + comma, ' ', end - comma);
+                } else {
+                    size_t j = skip_space(p, end, n);
+                    memset(p + key, ' ', end - key);
+                    st = S_KEY_OR_CLOSE;
+                    if (j < n && p[j] == ',') {
+                        size_t k = skip_space(p, j + 1, n);
+                        if (k < n && p[k] == '"') {
+                            p[j] = ' ';
+                            end = j + 1;
+                        } else
+                            return 0;
+                    }
+                }
+            }
+            i = end;
+            break;
+        }
+        }
+    }
+    return depth == 0 && st == S_AFTER;
 }
 
 /* Is the error at the top the decoder's own verdict on its input? lua-cjson
@@ -173,6 +429,52 @@ int hm_json_decode_string(lua_State *L, const char *s, size_t n)
     return 0;
 }
 
+/* Before decoding: where blanking null members leaves the walk nothing to
+ * do, blank them in req's body. The first HM_BODY_IN_ERROR bytes are saved
+ * first when they would change, so a body that then fails to decode can be
+ * put back for err.body (restore_body). Fills in what the walk must do after
+ * decoding (want_walk: 0 when nothing). */
+typedef struct prepared {
+    int want_walk;
+    size_t saved_len;      /* 0: nothing saved, nothing to restore */
+    char saved[HM_BODY_IN_ERROR];
+} prepared;
+
+static void prepare_walk(lua_State *L, hm_request *req, walk *w, int jnull, int keep_null,
+                         prepared *prep)
+{
+    char *body = req->body.data;
+    size_t n = req->body.len, first;
+    int flags, nulls;
+    lua_getfield(L, HM_STATE_IDX, JFLAGS);
+    flags = (int)lua_tointeger(L, -1);
+    lua_pop(L, 1);
+    first = body != NULL ? find_null(body, n) : n;
+    nulls = first < n;
+    prep->saved_len = 0;
+    if (nulls && !keep_null && flags == 0) {
+        /* lua-cjson without integers to fix: only object nulls to drop */
+        if (first < HM_BODY_IN_ERROR) {
+            prep->saved_len = n < HM_BODY_IN_ERROR ? n : HM_BODY_IN_ERROR;
+            memcpy(prep->saved, body, prep->saved_len);
+        }
+        if (blank_null_members(body, n))
+            nulls = 0;
+    }
+    w->jnull = jnull;
+    w->keep_null = keep_null;
+    w->ints = (flags & JF_FLOATS) != 0;
+    w->array_null = nulls && (flags & JF_FOREIGN_NULL) != 0;
+    w->object_null = nulls && (!keep_null || (flags & JF_FOREIGN_NULL) != 0);
+    prep->want_walk = w->ints || w->array_null || w->object_null;
+}
+
+static void restore_body(hm_request *req, const prepared *prep)
+{
+    if (prep->saved_len > 0)
+        memcpy(req->body.data, prep->saved, prep->saved_len);
+}
+
 /* Decode req's body. On success push the value and return 1; on failure
  * push a description and return 0. */
 int hm_json_decode(lua_State *L, hm_request *req, int keep_null)
@@ -180,6 +482,8 @@ int hm_json_decode(lua_State *L, hm_request *req, int keep_null)
     const char *p = req->body.data ? req->body.data : "";
     size_t i = 0, n = req->body.len;
     int top = lua_gettop(L), jnull;
+    walk w;
+    prepared prep;
 
     while (i < n && (p[i] == ' ' || p[i] == '\t' || p[i] == '\r' || p[i] == '\n'))
         i++;
@@ -200,14 +504,16 @@ int hm_json_decode(lua_State *L, hm_request *req, int keep_null)
 
     lua_getfield(L, HM_STATE_IDX, HM_STATE_JNULL);
     jnull = lua_gettop(L);
+    prepare_walk(L, req, &w, jnull, keep_null, &prep);
     if (!hm_json_decode_string(L, p, n)) {
+        restore_body(req, &prep);
         lua_pushfstring(L, "invalid JSON: %s", lua_tostring(L, -1));
         lua_replace(L, top + 1);
         lua_settop(L, top + 1);
         return 0;
     }
-    if (lua_istable(L, -1)) {
-        if (!normalise(L, jnull, keep_null, 1)) {
+    if (lua_istable(L, -1) && prep.want_walk) {
+        if (!normalise(L, &w, 1)) {
             lua_pushliteral(L, "JSON nested too deeply");
             lua_replace(L, top + 1);
             lua_settop(L, top + 1);

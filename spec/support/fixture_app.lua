@@ -34,6 +34,24 @@ local NUMBERS_TEAM = '{"int":413,"neg":-7,"float":1.5,"exp":1e3,"zero":0,'
   .. '"big":9007199254740992,"list":[1,2.25,3]}'
 local NUMBERS_INBOXES = '[{"id":413}]'
 
+-- Bodies with nulls in awkward places (json/<name>/...): members first, last,
+-- alone, spaced out, after escaped quotes and backslashes, nested; and
+-- invalid bodies that must stay invalid however nulls are dropped.
+local JSON_CASES = {
+  alone = '{"a":null}',
+  first = '{"a":null,"b":1}',
+  last = '{"a":1,"b":null}',
+  spaced = '{ "a" : null ,\n\t"b" : null , "c" : "null" }',
+  escapes = '{"k\\"":null,"s":"a\\\\","n":null,"q":"\\":null,","x":[null,{"y":null}],'
+    .. '"o":{"z":null,"w":{}}}',
+  trailing_comma = '{"a":null,}',
+  member_in_array = '[1,"a":null]',
+  double_colon = '{"a"::null}',
+  leading_comma = '{,"b":null}',
+  two_values = '{"a":null null}',
+  nullx = '{"a":nullx}',
+}
+
 local SHORT_BODY = '[{"id":413,"name":"Supp'
 
 local REASONS = {
@@ -505,6 +523,14 @@ scenarios.numbers = function(_, rest)
     return send(200, NUMBERS_TEAM)
   end
   return not_found()
+end
+
+scenarios.json = function(arg)
+  local body = JSON_CASES[arg]
+  if not body then
+    return bad_arg(arg)
+  end
+  return send(200, body)
 end
 
 scenarios.message = function(arg)
