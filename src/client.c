@@ -47,13 +47,53 @@ static long to_ms(double seconds)
     return ms < (double)(LONG_MAX / 2) ? (long)ms : LONG_MAX / 2;
 }
 
+static int append_header(hm_client *c, const char *line)
+{
+    struct curl_slist *more = curl_slist_append(c->headers, line);
+    if (more == NULL)
+        return 0;
+    c->headers = more;
+    return 1;
+}
+
+/* The Accept-Encoding header CURLOPT_ACCEPT_ENCODING "" makes libcurl send
+ * (the option stays set: libcurl decodes only then), into line: every
+ * encoding this libcurl can decode, in libcurl's order. */
+static void accept_encoding(char line[64])
+{
+    const curl_version_info_data *v = curl_version_info(CURLVERSION_NOW);
+    int features = v != NULL ? v->features : 0;
+    const char *sep = "";
+    strcpy(line, "Accept-Encoding: ");
+    if (features & CURL_VERSION_LIBZ) {
+        strcat(line, "deflate, gzip");
+        sep = ", ";
+    }
+#ifdef CURL_VERSION_BROTLI
+    if (features & CURL_VERSION_BROTLI) {
+        strcat(line, sep);
+        strcat(line, "br");
+        sep = ", ";
+    }
+#endif
+#ifdef CURL_VERSION_ZSTD
+    if (features & CURL_VERSION_ZSTD) {
+        strcat(line, sep);
+        strcat(line, "zstd");
+        sep = ", ";
+    }
+#endif
+    if (sep[0] == '\0')
+        strcat(line, "identity");
+}
+
 /* Push a new client made from the options at opts_idx (0: none). */
 hm_client *hm_client_new(lua_State *L, int opts_idx)
 {
     hm_options o;
     hm_client *c;
     size_t n;
-    char *auth;
+    char *auth, encodings[64];
 
     hm_read_options(L, opts_idx, &o);
 
@@ -64,6 +104,7 @@ hm_client *hm_client_new(lua_State *L, int opts_idx)
     luaL_getmetatable(L, HM_CLIENT_MT);
     lua_setmetatable(L, -2);
 
+    c->fork_gen = hm_fork_generation();
     c->pid = getpid();
     c->timeout_ms = to_ms(o.timeout);
     c->connect_timeout_ms = to_ms(o.connect_timeout);
@@ -109,12 +150,14 @@ hm_client *hm_client_new(lua_State *L, int opts_idx)
     free_secret(auth);
     if (c->headers == NULL)
         hm_raise_memory(L);
-    {
-        struct curl_slist *more = curl_slist_append(c->headers, "Accept: application/json");
-        if (more == NULL)
-            hm_raise_memory(L);
-        c->headers = more;
-    }
+    /* User-Agent and Accept-Encoding are written once here: set only as
+     * options, libcurl would format both again for every request. */
+    accept_encoding(encodings);
+    lua_pushfstring(L, "User-Agent: %s", c->user_agent);
+    if (!append_header(c, "Accept: application/json") || !append_header(c, lua_tostring(L, -1))
+        || !append_header(c, encodings))
+        hm_raise_memory(L);
+    lua_pop(L, 1);
     return c;
 }
 

@@ -27,7 +27,10 @@
 
 #define HM_BODY_IN_ERROR 4096 /* err.body keeps at most this much */
 #define HM_FIELD_MAX 1024     /* err.request_id and err.location keep at most this much */
-#define HM_IDLE_MAX 16        /* finished easy handles a client keeps for reuse */
+#define HM_IDLE_MAX 1024      /* finished easy handles a client keeps for reuse, at most */
+#define HM_IDLE_KEEP 16       /* how many it keeps however long they go unused */
+#define HM_IDLE_SECONDS 5.0   /* beyond those, a handle unused this long is freed */
+#define HM_SPARE_MAX (8u << 20) /* a client keeps a finished body buffer up to this size */
 #define HM_MAX_RETRIES 1000   /* the largest max_retries accepted */
 #define HM_MAX_CONNECTIONS 1000 /* the largest max_connections accepted */
 
@@ -82,6 +85,7 @@ typedef struct hm_request hm_request;
 struct hm_client {
     CURLM *multi;             /* made lazily, so a client built before fork() has none */
     pid_t pid;                /* the process that owns multi */
+    unsigned long fork_gen;   /* hm_fork_generation() when pid was last checked */
     int closed;
     char *base_url;           /* without trailing '/'; kept until __gc for tostring */
     char *api_key;            /* zeroed before it is freed */
@@ -97,8 +101,12 @@ struct hm_client {
     int in_nginx;             /* made where the global ngx exists (OpenResty) */
     uint64_t rng;
     hm_request *active;       /* requests not yet done, linked through next/prev */
-    CURL *idle[HM_IDLE_MAX];  /* easy handles set up for this client, not in use */
-    int n_idle;
+    struct hm_idle {
+        CURL *easy;           /* set up for this client, not in use */
+        double since;         /* hm_now() when it was put back */
+    } *idle;                  /* the most recently used last */
+    int n_idle, cap_idle;
+    hm_buf spare;             /* a finished request's body buffer, for the next one */
     unsigned long steps;      /* how many times the client has been stepped */
 
     /* loop.c: what libcurl asked to have watched, for the client's own
@@ -164,12 +172,14 @@ int luaopen_heymarket(lua_State *L);
 
 /* transfer.c: the request state machine driven by the client's multi handle */
 HM_INTERNAL double hm_now(void);
+HM_INTERNAL unsigned long hm_fork_generation(void);
 HM_INTERNAL void hm_request_begin(hm_request *req);
 HM_INTERNAL void hm_check_fork(hm_client *c);
 HM_INTERNAL void hm_attempt_start(hm_request *req);
 HM_INTERNAL void hm_attempt_complete(hm_request *req, CURLcode code);
 HM_INTERNAL void hm_request_finish(hm_request *req, hm_kind kind, const char *detail);
 HM_INTERNAL void hm_request_release(hm_request *req);
+HM_INTERNAL void hm_request_drop_body(hm_request *req);
 HM_INTERNAL void hm_client_shutdown(hm_client *c);
 
 /* loop.c: driving a client's transfers, by itself or from a host event loop */

@@ -160,9 +160,7 @@ static int request_result(lua_State *L)
         lua_setfield(L, -2, "n");
         lua_rawseti(L, 2, 2);
         req->has_result = 1;
-        free(req->body.data);
-        req->body.data = NULL;
-        req->body.len = req->body.cap = 0;
+        hm_request_drop_body(req);
         return n;
     }
     lua_rawgeti(L, 2, 2);

@@ -5,6 +5,7 @@
 #include "hm.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <sys/socket.h>
 #include <math.h>
 #include <stdlib.h>
@@ -180,6 +181,21 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *ud)
         req->too_large = 1;
         return 0;
     }
+    if (req->body.len == 0) {
+        /* Room for the whole body at once when its length is known (the
+         * compressed length only, for a compressed one: then it grows). */
+        curl_off_t whole = -1;
+        if (req->easy != NULL
+            && curl_easy_getinfo(req->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &whole) == CURLE_OK
+            && whole > 0 && (uint64_t)whole > req->body.cap
+            && (uint64_t)whole <= req->client->max_response) {
+            char *room = realloc(req->body.data, (size_t)whole);
+            if (room != NULL) {
+                req->body.data = room;
+                req->body.cap = (size_t)whole;
+            }
+        }
+    }
     if (!buf_append(&req->body, data, n)) {
         req->out_of_memory = 1;
         return 0;
@@ -207,13 +223,37 @@ static double backoff(hm_client *c, int retry)
     return ceiling * ((double)(next_random(c) >> 11) / 9007199254740992.0);
 }
 
+/* Forks are noticed without a getpid() system call on every check: a
+ * handler registered with pthread_atfork bumps a counter in each child, and
+ * only a changed counter makes check_fork ask for the pid. (glibc drops the
+ * handler when the module is unloaded.) Without the handler, every check
+ * asks. */
+static unsigned long fork_generation;
+static int fork_watched;
+
+static void on_fork_child(void)
+{
+    fork_generation++;
+}
+
+unsigned long hm_fork_generation(void)
+{
+    if (!fork_watched && pthread_atfork(NULL, NULL, on_fork_child) == 0)
+        fork_watched = 1;
+    return fork_generation;
+}
+
 /* A client used in a process other than the one that made its handles (a
  * fork, as nginx does after init_by_lua) abandons them: cleaning them up would
  * close the parent's sockets. */
 static void check_fork(hm_client *c)
 {
-    pid_t pid = getpid();
+    pid_t pid;
     hm_request *r;
+    if (fork_watched && c->fork_gen == fork_generation)
+        return;
+    c->fork_gen = fork_generation;
+    pid = getpid();
     if (c->pid == pid)
         return;
     c->multi = NULL;
@@ -252,6 +292,41 @@ static int ensure_multi(hm_client *c)
     return 1;
 }
 
+/* Free the kept handles beyond HM_IDLE_KEEP that went unused for
+ * HM_IDLE_SECONDS (the oldest are first). */
+static void trim_idle(hm_client *c)
+{
+    double old = hm_now() - HM_IDLE_SECONDS;
+    int n = 0, i;
+    while (c->n_idle - n > HM_IDLE_KEEP && c->idle[n].since < old)
+        curl_easy_cleanup(c->idle[n++].easy);
+    if (n > 0) {
+        for (i = n; i < c->n_idle; i++)
+            c->idle[i - n] = c->idle[i];
+        c->n_idle -= n;
+    }
+}
+
+/* Is there room to keep one more finished handle? A client keeps as many as
+ * it had in use at once (up to HM_IDLE_MAX), so a burst of requests can
+ * reuse them all next time instead of setting up new ones. */
+static int keep_idle(hm_client *c)
+{
+    trim_idle(c);
+    if (c->n_idle == c->cap_idle) {
+        int cap = c->cap_idle ? c->cap_idle * 2 : HM_IDLE_KEEP;
+        struct hm_idle *grown;
+        if (cap > HM_IDLE_MAX)
+            return 0;
+        grown = realloc(c->idle, (size_t)cap * sizeof *grown);
+        if (grown == NULL)
+            return 0;
+        c->idle = grown;
+        c->cap_idle = cap;
+    }
+    return 1;
+}
+
 /* Take the request's easy handle out of the multi handle and keep it for the
  * next request (its connection stays in the multi handle's pool either way).
  * In a forked child the inherited handles are abandoned instead. */
@@ -265,14 +340,16 @@ static void drop_easy(hm_request *req)
         return;
     if (c->multi != NULL)
         curl_multi_remove_handle(c->multi, req->easy);
-    if (c->n_idle < HM_IDLE_MAX && !c->closed) {
+    if (!c->closed && keep_idle(c)) {
         /* Nothing of the finished request may stay reachable from the handle. */
         curl_easy_setopt(req->easy, CURLOPT_ERRORBUFFER, NULL);
         curl_easy_setopt(req->easy, CURLOPT_WRITEDATA, NULL);
         curl_easy_setopt(req->easy, CURLOPT_HEADERDATA, NULL);
         curl_easy_setopt(req->easy, CURLOPT_OPENSOCKETDATA, NULL);
         curl_easy_setopt(req->easy, CURLOPT_PRIVATE, NULL);
-        c->idle[c->n_idle++] = req->easy;
+        c->idle[c->n_idle].easy = req->easy;
+        c->idle[c->n_idle].since = hm_now();
+        c->n_idle++;
     } else
         curl_easy_cleanup(req->easy);
     req->easy = NULL;
@@ -349,7 +426,7 @@ static CURL *make_easy(hm_request *req)
     hm_client *c = req->client;
     CURL *e;
     if (c->n_idle > 0) {
-        e = c->idle[--c->n_idle];
+        e = c->idle[--c->n_idle].easy;
     } else {
         e = curl_easy_init();
         if (e == NULL)
@@ -385,6 +462,11 @@ static void start_attempt(hm_request *req)
     if (c->closed) {
         hm_request_finish(req, HM_KIND_CANCELLED, "the client was closed");
         return;
+    }
+    if (req->body.data == NULL && c->spare.data != NULL) {
+        req->body = c->spare;
+        c->spare.data = NULL;
+        c->spare.len = c->spare.cap = 0;
     }
     /* libcurl fails these only when out of memory. */
     if (!ensure_multi(c)) {
@@ -536,7 +618,22 @@ void hm_request_release(hm_request *req)
         unlink_request(req);
     }
     reset_response_headers(req);
-    free(req->body.data);
+    hm_request_drop_body(req);
+}
+
+/* Done with req's body: the client keeps the buffer for its next request
+ * (one buffer, up to HM_SPARE_MAX bytes), so a run of calls does not grow
+ * a buffer from nothing each time; otherwise it is freed. */
+void hm_request_drop_body(hm_request *req)
+{
+    hm_client *c = req->client;
+    if (req->body.data != NULL && c != NULL && !c->closed && c->spare.data == NULL
+        && req->body.cap <= HM_SPARE_MAX) {
+        c->spare.data = req->body.data;
+        c->spare.cap = req->body.cap;
+        c->spare.len = 0;
+    } else
+        free(req->body.data);
     req->body.data = NULL;
     req->body.len = req->body.cap = 0;
 }
@@ -549,9 +646,15 @@ void hm_client_shutdown(hm_client *c)
     while ((r = c->active) != NULL)
         hm_request_finish(r, HM_KIND_CANCELLED, "the client was closed");
     while (c->n_idle > 0)
-        curl_easy_cleanup(c->idle[--c->n_idle]);
+        curl_easy_cleanup(c->idle[--c->n_idle].easy);
+    free(c->idle);
+    c->idle = NULL;
+    c->cap_idle = 0;
     if (c->multi != NULL)
         curl_multi_cleanup(c->multi);
     c->multi = NULL;
     hm_loop_shutdown(c);
+    free(c->spare.data);
+    c->spare.data = NULL;
+    c->spare.len = c->spare.cap = 0;
 }
