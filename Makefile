@@ -166,15 +166,14 @@ fuzz: deps-test deps-clang
 	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 		build/fuzz/fuzz_json -max_total_time=$(FUZZ_SECONDS) -max_len=4096 build/fuzz/corpus_json fuzz/seeds_json
 
-# The floor (tools/bench_baseline.c) is built once per Lua it embeds.
-lua_lib    = $(if $(filter luajit,$(1)),-lluajit-5.1,-l$(1))
+# The floor (tools/bench_baseline.c), a C module built for each Lua benched.
 BENCH_LUAS = lua5.4 luajit
-FLOORS     = $(addprefix build/bench/floor-,$(BENCH_LUAS))
+FLOORS     = $(foreach v,$(BENCH_LUAS),build/bench/$(v)/floor.so)
 
-build/bench/floor-%: tools/bench_baseline.c Makefile
-	@mkdir -p build/bench
-	$(CC) -std=c99 -O2 -Wall -Wextra -Werror -pedantic -I$(call lua_include,$*) \
-		-o $@ tools/bench_baseline.c -lcurl $(call lua_lib,$*)
+build/bench/%/floor.so: tools/bench_baseline.c Makefile
+	@mkdir -p $(dir $@)
+	$(CC) -std=c99 -O2 -Wall -Wextra -Werror -pedantic -fPIC -shared -I$(call lua_include,$*) \
+		-o $@ tools/bench_baseline.c -lcurl
 
 # Speed and memory, written to BENCHMARKS.md; HEYMARKET_BENCH_QUICK=1 for a
 # short run that only checks the bench still works (CI).

@@ -5,14 +5,14 @@
 --
 --   lua5.4 tools/bench.lua     (make bench builds the modules and the floors first)
 --
--- The floor: build/bench/floor-<lua> (tools/bench_baseline.c), one reused
--- libcurl easy handle plus cjson.new().decode in an embedded Lua state of the
--- same version and GC mode as the interpreter; for requests in flight, a curl
--- multi handle decoding each body as its transfer completes.
+-- The floor: build/bench/<lua>/floor.so (tools/bench_baseline.c), a C module
+-- run inside the same interpreter as heymarket: one reused libcurl easy
+-- handle, its body decoded by cjson.new().decode; for requests in flight, a
+-- curl multi handle decoding each body as its transfer completes.
 -- The peers: Debian's lua-curl (luacurl 0.3, packaged for the 5.1 ABI only, so
 -- LuaJIT) with one reused handle + cjson, and LuaSocket's socket.http + cjson.
 --
--- Every measurement is a fresh process (tools/bench_child.lua, or the floor)
+-- Every measurement is a fresh process (tools/bench_child.lua)
 -- pinned to CPU 0, while this script and nginx sit on CPU 1. In every round
 -- each case runs every contestant once, in an order that alternates between
 -- rounds; a ratio is taken within a round, and the table shows medians and
@@ -205,14 +205,12 @@ end
 
 -- The contestants of a case for one Lua: name -> command maker.
 local function contestants(srv, lua, case, maxconn)
-  local list = {
-    { name = "floor", cmd = string.format("build/bench/floor-%s %s %s %d %d %d 1", lua,
-      shell_quote(srv.http .. case.path), shell_quote(srv.key), case.n, case.p, maxconn) },
-  }
-  local function child(name)
-    return string.format("%s tools/bench_child.lua %s %s %s %s %d %d 0", lua, name,
-      shell_quote(srv.http), shell_quote(case.path), shell_quote(srv.key), case.n, case.p)
+  local function child(name, conns)
+    return string.format("%s tools/bench_child.lua %s %s %s %s %d %d %d", lua, name,
+      shell_quote(srv.http), shell_quote(case.path), shell_quote(srv.key), case.n, case.p,
+      conns or 0)
   end
+  local list = { { name = "floor", cmd = child("floor", maxconn) } }
   list[#list + 1] = { name = "heymarket", cmd = child("heymarket") }
   if case.p == 1 then
     if has_module(lua, "curl") then
@@ -240,7 +238,7 @@ local function bench_case(srv, lua, case, maxconn)
     for i = first, last, step do
       local c = list[i]
       local r = run(c.cmd)
-      if c.name ~= "floor" and r.count ~= case.items then
+      if r.count ~= case.items then
         error(string.format("%s under %s returned %d items for %s, expected %d", c.name, lua,
           r.count, case.path, case.items), 0)
       end
@@ -352,11 +350,11 @@ end
 
 local function main(srv)
   for _, lua in ipairs(LUAS) do
-    local exe = io.open("build/bench/floor-" .. lua, "rb")
-    if not exe then
-      error("build/bench/floor-" .. lua .. " is missing: run `make bench`", 0)
+    local so = io.open("build/bench/" .. lua .. "/floor.so", "rb")
+    if not so then
+      error("build/bench/" .. lua .. "/floor.so is missing: run `make bench`", 0)
     end
-    exe:close()
+    so:close()
   end
   local maxconn = default_maxconn(srv)
   local small_n, big_n = QUICK and 50 or 3000, QUICK and 2 or 20
@@ -387,9 +385,10 @@ local function main(srv)
     .. " the range over the rounds in brackets). Ratios are calls/s over the floor's calls/s:"
     .. " above 1 is faster than the floor.", ROUNDS,
     PIN and "pinned to CPU 0 while nginx is pinned to CPU 1 (`taskset`)" or "(not pinned: no taskset or one CPU)")
-  out("- The floor: one reused libcurl easy handle + `cjson.new().decode` in an embedded Lua state of"
-    .. " the same version and GC mode (generational for 5.4, as `lua5.4` runs scripts);"
-    .. " for requests in flight a curl multi handle%s decoding each body as it completes.",
+  out("- The floor (`tools/bench_baseline.c`, a C module loaded into the same interpreter, so the"
+    .. " same Lua build, state and GC mode): one reused libcurl easy handle, the body handed to"
+    .. " `cjson.new().decode`; for requests in flight a curl multi handle%s decoding each body as"
+    .. " it completes.",
     maxconn > 0 and string.format(" capped at %d connections per host like heymarket's default", maxconn)
       or " (no connection cap, like this heymarket build)")
   out("")

@@ -1,46 +1,46 @@
 /* The floor of `make bench`: what plain libcurl plus lua-cjson cost for the
- * same GETs heymarket makes, with nothing of heymarket in the way. Built once
- * per Lua (build/bench/floor-lua5.4, build/bench/floor-luajit): the bodies are
- * decoded by cjson.new().decode in a Lua state of that version, with the GC
- * mode its interpreter gives scripts (lua5.4 runs them generational).
+ * same GETs heymarket makes, with nothing of heymarket in the way. A Lua C
+ * module (build/bench/<lua>/floor.so), loaded by tools/bench_child.lua into
+ * the very interpreter heymarket runs in, so the decoding happens in the same
+ * Lua build, state and GC mode (lua5.4 runs scripts generational).
  *
- *   floor URL KEY N P MAXCONN DECODE
+ *   local floor = require("floor")
+ *   local e = floor.easy(url, key)        one easy handle, reused (keep-alive)
+ *   e:get()                               -> the body, a string (raises on failure)
+ *   local m = floor.multi(url, key, p, maxconn, decode)
+ *   m:batch()                             -> P requests in flight at once, each body
+ *                                            given to decode as its transfer completes;
+ *                                            returns the last decoded value
  *
- * Sends the headers heymarket sends (Authorization: Bearer KEY, Accept:
- * application/json, Accept-Encoding as CURLOPT_ACCEPT_ENCODING ""), collects
- * each body into one reused buffer per handle, decodes it when DECODE is 1,
- * and prints one line:
- *
- *   <wall seconds> <process CPU seconds> <bytes of the last body> <peak RSS kB>
- *
- * P = 1: one easy handle, reused (keep-alive), N requests one after another
- * with curl_easy_perform.
- * P > 1: P easy handles in one multi handle, all P requests in flight at once,
- * each body decoded as its transfer completes, N / P such batches; the handles
- * and the multi's connections are reused. MAXCONN > 0 caps the connections
- * per host (CURLMOPT_MAX_HOST_CONNECTIONS), as a heymarket client does.
- *
- * One untimed request (or batch) first opens the connection(s). Exits non-zero
- * on any transfer error, a status other than 200 or a decoding error. */
+ * Both send the headers heymarket sends (Authorization: Bearer KEY, Accept:
+ * application/json, Accept-Encoding as CURLOPT_ACCEPT_ENCODING ""), and keep
+ * each body in one reused buffer per handle. MAXCONN > 0 caps the connections
+ * per host (CURLMOPT_MAX_HOST_CONNECTIONS and CURLMOPT_MAXCONNECTS), as a
+ * heymarket client does. Handles live until the process exits: the bench
+ * child makes one object and exits. */
 #define _POSIX_C_SOURCE 200809L
 
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <curl/curl.h>
 #include <lauxlib.h>
 #include <lua.h>
-#include <lualib.h>
+
+int luaopen_floor(lua_State *L);
 
 typedef struct buffer {
     char *data;
     size_t len, cap;
 } buffer;
 
-static lua_State *L;
-static int decode_bodies;
+typedef struct floor_t {
+    CURLM *multi;
+    CURL **easy;
+    buffer *bodies;
+    long p;
+    struct curl_slist *headers;
+} floor_t;
 
 static size_t on_body(char *data, size_t size, size_t nmemb, void *ud)
 {
@@ -60,59 +60,6 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *ud)
     memcpy(b->data + b->len, data, n);
     b->len += n;
     return n;
-}
-
-static double seconds(clockid_t clock)
-{
-    struct timespec ts;
-    clock_gettime(clock, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static long peak_rss_kb(void)
-{
-    char line[256];
-    long kb = -1;
-    FILE *f = fopen("/proc/self/status", "r");
-    if (f == NULL)
-        return -1;
-    while (fgets(line, sizeof line, f) != NULL)
-        if (strncmp(line, "VmHWM:", 6) == 0)
-            kb = strtol(line + 6, NULL, 10);
-    fclose(f);
-    return kb;
-}
-
-/* cjson.new().decode(body), the result dropped at once; the decoder sits at
- * stack index 1. */
-static int decode(const buffer *b)
-{
-    if (!decode_bodies)
-        return 1;
-    lua_pushvalue(L, 1);
-    lua_pushlstring(L, b->data ? b->data : "", b->len);
-    if (lua_pcall(L, 1, 1, 0) != 0) {
-        fprintf(stderr, "floor: decode failed: %s\n", lua_tostring(L, -1));
-        return 0;
-    }
-    lua_pop(L, 1);
-    return 1;
-}
-
-static int setup_lua(void)
-{
-    L = luaL_newstate();
-    if (L == NULL)
-        return 0;
-    luaL_openlibs(L);
-#ifdef LUA_GCGEN
-    lua_gc(L, LUA_GCGEN, 0, 0); /* what lua.c does for every script in 5.4 */
-#endif
-    if (luaL_dostring(L, "return require('cjson').new().decode") != 0) {
-        fprintf(stderr, "floor: %s\n", lua_tostring(L, -1));
-        return 0;
-    }
-    return 1;
 }
 
 static CURL *make_easy(const char *url, struct curl_slist *headers, buffer *body)
@@ -135,157 +82,150 @@ static CURL *make_easy(const char *url, struct curl_slist *headers, buffer *body
     return e;
 }
 
-static int check_done(CURL *e, CURLcode code)
+static void check_done(lua_State *L, CURL *e, CURLcode code)
 {
     long status = 0;
-    if (code != CURLE_OK) {
-        fprintf(stderr, "floor: %s\n", curl_easy_strerror(code));
-        return 0;
-    }
+    if (code != CURLE_OK)
+        luaL_error(L, "floor: %s", curl_easy_strerror(code));
     curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
-    if (status != 200) {
-        fprintf(stderr, "floor: HTTP status %ld\n", status);
-        return 0;
-    }
-    return 1;
+    if (status != 200)
+        luaL_error(L, "floor: HTTP status %d", (int)status);
 }
 
-/* P = 1: n requests on one easy handle. */
-static int run_serial(CURL *e, buffer *body, long n)
+/* floor.easy(url, key) / floor.multi(url, key, p, maxconn, decode) */
+static floor_t *new_floor(lua_State *L, long p, const char *mt)
 {
+    const char *url = luaL_checkstring(L, 1), *key = luaL_checkstring(L, 2);
+    floor_t *f = lua_newuserdata(L, sizeof *f);
+    struct curl_slist *more;
     long i;
-    for (i = 0; i < n; i++) {
-        body->len = 0;
-        if (!check_done(e, curl_easy_perform(e)) || !decode(body))
-            return 0;
+    memset(f, 0, sizeof *f);
+    luaL_getmetatable(L, mt);
+    lua_setmetatable(L, -2);
+    lua_pushfstring(L, "Authorization: Bearer %s", key);
+    f->headers = curl_slist_append(NULL, lua_tostring(L, -1));
+    lua_pop(L, 1);
+    more = f->headers ? curl_slist_append(f->headers, "Accept: application/json") : NULL;
+    f->easy = calloc((size_t)p, sizeof *f->easy);
+    f->bodies = calloc((size_t)p, sizeof *f->bodies);
+    if (more == NULL || f->easy == NULL || f->bodies == NULL)
+        luaL_error(L, "floor: out of memory");
+    f->headers = more;
+    f->p = p;
+    for (i = 0; i < p; i++) {
+        f->easy[i] = make_easy(url, f->headers, &f->bodies[i]);
+        if (f->easy[i] == NULL)
+            luaL_error(L, "floor: could not set up a curl handle");
     }
+    return f;
+}
+
+static int f_easy(lua_State *L)
+{
+    new_floor(L, 1, "floor.easy");
     return 1;
 }
 
-/* P > 1: one batch, every handle in flight at once, driven to completion. */
-static int run_batch(CURLM *multi, CURL **easy, buffer *bodies, long p)
+static int easy_get(lua_State *L)
 {
-    long i, done = 0;
-    int running = 1, ok = 1;
-    for (i = 0; i < p; i++) {
-        bodies[i].len = 0;
-        if (curl_multi_add_handle(multi, easy[i]) != CURLM_OK) {
-            fprintf(stderr, "floor: curl_multi_add_handle failed\n");
-            return 0;
-        }
+    floor_t *f = luaL_checkudata(L, 1, "floor.easy");
+    f->bodies[0].len = 0;
+    check_done(L, f->easy[0], curl_easy_perform(f->easy[0]));
+    lua_pushlstring(L, f->bodies[0].data ? f->bodies[0].data : "", f->bodies[0].len);
+    return 1;
+}
+
+static int f_multi(lua_State *L)
+{
+    long p = (long)luaL_checkinteger(L, 3), maxconn = (long)luaL_checkinteger(L, 4);
+    floor_t *f;
+    luaL_checktype(L, 5, LUA_TFUNCTION);
+    luaL_argcheck(L, p >= 1, 3, "at least one");
+    f = new_floor(L, p, "floor.multi");
+    f->multi = curl_multi_init();
+    if (f->multi == NULL)
+        luaL_error(L, "floor: could not make a multi handle");
+    if (maxconn > 0) {
+        curl_multi_setopt(f->multi, CURLMOPT_MAX_HOST_CONNECTIONS, maxconn);
+        curl_multi_setopt(f->multi, CURLMOPT_MAXCONNECTS, maxconn);
     }
-    while (done < p) {
+    /* the decoder travels with the object */
+    lua_createtable(L, 1, 0);
+    lua_pushvalue(L, 5);
+    lua_rawseti(L, -2, 1);
+#if LUA_VERSION_NUM >= 502
+    lua_setuservalue(L, -2);
+#else
+    lua_setfenv(L, -2);
+#endif
+    return 1;
+}
+
+/* One batch: every handle in flight at once, each body decoded (by the
+ * decoder at stack index 2) as its transfer completes. */
+static int multi_batch(lua_State *L)
+{
+    floor_t *f = luaL_checkudata(L, 1, "floor.multi");
+    long i, done = 0;
+    int running = 1;
+    lua_settop(L, 1);
+#if LUA_VERSION_NUM >= 502
+    lua_getuservalue(L, 1);
+#else
+    lua_getfenv(L, 1);
+#endif
+    lua_rawgeti(L, 2, 1);
+    lua_replace(L, 2);
+    lua_pushnil(L); /* 3: the last decoded value */
+    for (i = 0; i < f->p; i++) {
+        f->bodies[i].len = 0;
+        if (curl_multi_add_handle(f->multi, f->easy[i]) != CURLM_OK)
+            return luaL_error(L, "floor: curl_multi_add_handle failed");
+    }
+    while (done < f->p) {
         CURLMsg *msg;
         int left;
-        if (curl_multi_perform(multi, &running) != CURLM_OK) {
-            fprintf(stderr, "floor: curl_multi_perform failed\n");
-            return 0;
-        }
-        while ((msg = curl_multi_info_read(multi, &left)) != NULL) {
+        if (curl_multi_perform(f->multi, &running) != CURLM_OK)
+            return luaL_error(L, "floor: curl_multi_perform failed");
+        while ((msg = curl_multi_info_read(f->multi, &left)) != NULL) {
             buffer *body = NULL;
             if (msg->msg != CURLMSG_DONE)
                 continue;
             curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&body);
-            if (!check_done(msg->easy_handle, msg->data.result) || !decode(body))
-                ok = 0;
-            curl_multi_remove_handle(multi, msg->easy_handle);
+            check_done(L, msg->easy_handle, msg->data.result);
+            curl_multi_remove_handle(f->multi, msg->easy_handle);
             done++;
+            lua_pushvalue(L, 2);
+            lua_pushlstring(L, body->data ? body->data : "", body->len);
+            lua_call(L, 1, 1);
+            lua_replace(L, 3);
         }
-        if (done < p && curl_multi_poll(multi, NULL, 0, 1000, NULL) != CURLM_OK) {
-            fprintf(stderr, "floor: curl_multi_poll failed\n");
-            return 0;
-        }
+        if (done < f->p && curl_multi_poll(f->multi, NULL, 0, 1000, NULL) != CURLM_OK)
+            return luaL_error(L, "floor: curl_multi_poll failed");
     }
-    return ok;
+    return 1;
 }
 
-int main(int argc, char **argv)
+static void new_type(lua_State *L, const char *name, const char *method, lua_CFunction fn)
 {
-    const char *url, *key;
-    long n, p, maxconn, i, batches;
-    char *auth;
-    struct curl_slist *headers = NULL, *more;
-    CURL **easy;
-    CURLM *multi = NULL;
-    buffer *bodies;
-    double wall, cpu;
-    int ok;
+    luaL_newmetatable(L, name);
+    lua_newtable(L);
+    lua_pushcfunction(L, fn);
+    lua_setfield(L, -2, method);
+    lua_setfield(L, -2, "__index");
+    lua_pop(L, 1);
+}
 
-    if (argc != 7) {
-        fprintf(stderr, "usage: %s URL KEY N PARALLEL MAXCONN DECODE\n", argv[0]);
-        return 2;
-    }
-    url = argv[1];
-    key = argv[2];
-    n = strtol(argv[3], NULL, 10);
-    p = strtol(argv[4], NULL, 10);
-    maxconn = strtol(argv[5], NULL, 10);
-    decode_bodies = strcmp(argv[6], "1") == 0;
-    if (n < 1 || p < 1 || n % p != 0 || maxconn < 0) {
-        fprintf(stderr, "floor: N and PARALLEL must be positive, N a multiple of PARALLEL\n");
-        return 2;
-    }
-    if (!setup_lua() || curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
-        return 1;
-
-    auth = malloc(strlen("Authorization: Bearer ") + strlen(key) + 1);
-    if (auth == NULL)
-        return 1;
-    strcpy(auth, "Authorization: Bearer ");
-    strcat(auth, key);
-    headers = curl_slist_append(NULL, auth);
-    free(auth);
-    more = headers ? curl_slist_append(headers, "Accept: application/json") : NULL;
-    if (more == NULL)
-        return 1;
-    headers = more;
-
-    easy = calloc((size_t)p, sizeof *easy);
-    bodies = calloc((size_t)p, sizeof *bodies);
-    if (easy == NULL || bodies == NULL)
-        return 1;
-    for (i = 0; i < p; i++) {
-        easy[i] = make_easy(url, headers, &bodies[i]);
-        if (easy[i] == NULL) {
-            fprintf(stderr, "floor: could not set up a curl handle\n");
-            return 1;
-        }
-    }
-
-    batches = n / p;
-    if (p == 1) {
-        ok = run_serial(easy[0], &bodies[0], 1); /* warm-up: connect */
-        wall = seconds(CLOCK_MONOTONIC);
-        cpu = seconds(CLOCK_PROCESS_CPUTIME_ID);
-        ok = ok && run_serial(easy[0], &bodies[0], n);
-    } else {
-        multi = curl_multi_init();
-        if (multi == NULL)
-            return 1;
-        if (maxconn > 0)
-            curl_multi_setopt(multi, CURLMOPT_MAX_HOST_CONNECTIONS, maxconn);
-        ok = run_batch(multi, easy, bodies, p); /* warm-up: connect */
-        wall = seconds(CLOCK_MONOTONIC);
-        cpu = seconds(CLOCK_PROCESS_CPUTIME_ID);
-        for (i = 0; ok && i < batches; i++)
-            ok = run_batch(multi, easy, bodies, p);
-    }
-    wall = seconds(CLOCK_MONOTONIC) - wall;
-    cpu = seconds(CLOCK_PROCESS_CPUTIME_ID) - cpu;
-
-    if (ok)
-        printf("%.9f %.9f %lu %ld\n", wall, cpu, (unsigned long)bodies[0].len, peak_rss_kb());
-
-    for (i = 0; i < p; i++) {
-        curl_easy_cleanup(easy[i]);
-        free(bodies[i].data);
-    }
-    if (multi != NULL)
-        curl_multi_cleanup(multi);
-    free(easy);
-    free(bodies);
-    curl_slist_free_all(headers);
-    curl_global_cleanup();
-    lua_close(L);
-    return ok ? 0 : 1;
+int luaopen_floor(lua_State *L)
+{
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+        return luaL_error(L, "floor: curl_global_init failed");
+    new_type(L, "floor.easy", "get", easy_get);
+    new_type(L, "floor.multi", "batch", multi_batch);
+    lua_newtable(L);
+    lua_pushcfunction(L, f_easy);
+    lua_setfield(L, -2, "easy");
+    lua_pushcfunction(L, f_multi);
+    lua_setfield(L, -2, "multi");
+    return 1;
 }

@@ -4,8 +4,13 @@
 --   LUA tools/bench_child.lua CONTESTANT BASE_URL PATH KEY N P MAXCONN
 --
 -- CONTESTANT is one of
---   heymarket  one client: c:inboxes() (or c:get(PATH)) N times when P is 1;
---              else N / P batches of P get_async requests, waited for in turn
+--   floor      tools/bench_baseline.c (build/bench/<lua>/floor.so): one reused
+--              libcurl easy handle, the body decoded by cjson.new().decode;
+--              when P > 1, a curl multi handle with P easy handles, each body
+--              decoded as its transfer completes (MAXCONN connections per host)
+--   heymarket  one client (default options): c:inboxes() (or c:get(PATH)) N
+--              times when P is 1; else N / P batches of P get_async requests,
+--              waited for in turn
 --   luacurl    Debian's lua-curl (luacurl 0.3, 5.1 ABI only): one reused easy
 --              handle, the body collected in a table, then cjson.decode
 --   luasocket  socket.http.request with an ltn12 table sink, then cjson.decode
@@ -17,7 +22,8 @@
 
 package.path = "src/?.lua;src/?/init.lua;" .. package.path
 local interpreter = jit and "luajit" or ("lua" .. _VERSION:match("%d+%.%d+"))
-package.cpath = "build/" .. interpreter .. "/?.so;" .. package.cpath
+package.cpath = "build/" .. interpreter .. "/?.so;build/bench/" .. interpreter .. "/?.so;"
+  .. package.cpath
 
 local which, base, path, key = arg[1], arg[2], arg[3], arg[4]
 local n, p, maxconn = tonumber(arg[5]), tonumber(arg[6]), tonumber(arg[7])
@@ -85,6 +91,20 @@ if which == "heymarket" then
         reqs[i] = nil
       end
       return last
+    end
+  end
+elseif which == "floor" then
+  local floor = require("floor") -- tools/bench_baseline.c
+  local decode = require("cjson").new().decode
+  if p == 1 then
+    local e = floor.easy(base .. path, key)
+    run = function()
+      return decode(e:get())
+    end
+  else
+    local m = floor.multi(base .. path, key, p, maxconn, decode)
+    run = function()
+      return m:batch()
     end
   end
 elseif which == "luacurl" then
