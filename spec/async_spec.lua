@@ -33,6 +33,32 @@ describe("Non-blocking use", function()
       assert.equals(10000, (g:result()).list_size)
     end)
 
+    it("send each request to its own URL, however many paths are in flight", function()
+      -- a client keeps a few parsed URLs for reuse: more paths than it keeps,
+      -- all in flight at once (slow), then one after another, twice over
+      local c = util.client(srv)
+      local reqs = {}
+      for i = 1, 10 do
+        reqs[i] = c:get_async("/t/sleep/" .. (50 + i) .. "/v1/inboxes")
+      end
+      local heads = {}
+      for i = 1, 10 do
+        heads[i] = c:get_async("/t/headers/" .. i .. "/v1/team")
+      end
+      assert.is_true(poll_until_done(reqs))
+      assert.is_true(poll_until_done(heads))
+      for i = 1, 10 do
+        assert.equals("Support", (assert(reqs[i]:result()))[1].name)
+        assert.equals("/t/headers/" .. i .. "/v1/team", (assert(heads[i]:result())).uri)
+      end
+      for _ = 1, 2 do
+        for i = 1, 6 do
+          local path = "/t/headers/" .. i .. "/v1/inboxes?n=" .. i
+          assert.equals(path, (assert(c:get(path))).uri)
+        end
+      end
+    end)
+
     it("validate the path like get()", function()
       local c = util.client(srv)
       assert.has_error(function() c:get_async("v1") end,

@@ -30,6 +30,7 @@
 #define HM_IDLE_MAX 1024      /* finished easy handles a client keeps for reuse, at most */
 #define HM_IDLE_KEEP 16       /* how many it keeps however long they go unused */
 #define HM_IDLE_SECONDS 5.0   /* beyond those, a handle unused this long is freed */
+#define HM_URL_CACHE 4        /* parsed request URLs a client keeps (CURLOPT_CURLU) */
 #define HM_SPARE_MAX (8u << 20) /* a client keeps a finished body buffer up to this size */
 #define HM_MAX_RETRIES 1000   /* the largest max_retries accepted */
 #define HM_MAX_CONNECTIONS 1000 /* the largest max_connections accepted */
@@ -107,6 +108,12 @@ struct hm_client {
     } *idle;                  /* the most recently used last */
     int n_idle, cap_idle;
     hm_buf spare;             /* a finished request's body buffer, for the next one */
+    struct hm_url {
+        CURLU *parsed;        /* handed to libcurl, so it need not parse url again */
+        char *url;
+        int users;            /* easy handles set to it: it stays while any is */
+    } urls[HM_URL_CACHE];
+    int url_next;             /* the slot to replace next */
     unsigned long steps;      /* how many times the client has been stepped */
 
     /* loop.c: what libcurl asked to have watched, for the client's own
@@ -144,6 +151,7 @@ struct hm_request {
     const char *path;         /* as the caller named it, e.g. "/v1/inboxes" */
     const char *url;          /* path and url live in the userdata, after the struct */
     CURL *easy;
+    int url_slot;             /* 1 + the client's urls slot easy is set to, or 0 */
     double start_at;          /* monotonic seconds: when a queued attempt may start */
     unsigned long seen_step;  /* client->steps when this request last polled */
     int attempts;

@@ -250,6 +250,7 @@ static void check_fork(hm_client *c)
 {
     pid_t pid;
     hm_request *r;
+    int i;
     if (fork_watched && c->fork_gen == fork_generation)
         return;
     c->fork_gen = fork_generation;
@@ -258,6 +259,8 @@ static void check_fork(hm_client *c)
         return;
     c->multi = NULL;
     c->n_idle = 0;
+    for (i = 0; i < HM_URL_CACHE; i++)
+        c->urls[i].users = 0; /* the handles set to them are abandoned */
     c->pid = pid;
     c->rng ^= (uint64_t)pid << 17; /* forked workers must not retry in step */
     if (c->rng == 0)
@@ -290,6 +293,78 @@ static int ensure_multi(hm_client *c)
         hm_loop_attach(c);
     }
     return 1;
+}
+
+/* libcurl parses the URL of every transfer again (~10,000 instructions)
+ * unless it is given parsed (CURLOPT_CURLU). A client keeps the last few
+ * URLs it used, parsed; a slot is replaced only while no easy handle is set
+ * to it (libcurl reads it until the transfer has a connection). The slot
+ * number for url, or -1 when none is free (then libcurl parses it). */
+static int url_slot(hm_client *c, const char *url)
+{
+    int i, slot = -1;
+    CURLU *parsed;
+    char *copy;
+    for (i = 0; i < HM_URL_CACHE; i++)
+        if (c->urls[i].url != NULL && strcmp(c->urls[i].url, url) == 0)
+            return i;
+    for (i = 0; i < HM_URL_CACHE && slot < 0; i++) {
+        int k = (c->url_next + i) % HM_URL_CACHE;
+        if (c->urls[k].users == 0)
+            slot = k;
+    }
+    if (slot < 0)
+        return -1;
+    parsed = curl_url();
+    copy = malloc(strlen(url) + 1);
+    if (parsed == NULL || copy == NULL
+        || curl_url_set(parsed, CURLUPART_URL, url, CURLU_NON_SUPPORT_SCHEME) != CURLUE_OK) {
+        curl_url_cleanup(parsed);
+        free(copy);
+        return -1;
+    }
+    strcpy(copy, url);
+    curl_url_cleanup(c->urls[slot].parsed);
+    free(c->urls[slot].url);
+    c->urls[slot].parsed = parsed;
+    c->urls[slot].url = copy;
+    c->url_next = (slot + 1) % HM_URL_CACHE;
+    return slot;
+}
+
+static void free_urls(hm_client *c)
+{
+    int i;
+    for (i = 0; i < HM_URL_CACHE; i++) {
+        curl_url_cleanup(c->urls[i].parsed);
+        free(c->urls[i].url);
+        c->urls[i].parsed = NULL;
+        c->urls[i].url = NULL;
+        c->urls[i].users = 0;
+    }
+}
+
+/* req's easy handle is no longer set to its URL slot. */
+static void release_url(hm_request *req)
+{
+    if (req->url_slot > 0) {
+        req->client->urls[req->url_slot - 1].users--;
+        req->url_slot = 0;
+    }
+}
+
+/* Point e at req's URL: parsed from the client's slots, else as a string. */
+static int set_url(hm_request *req, CURL *e)
+{
+    hm_client *c = req->client;
+    int slot = url_slot(c, req->url);
+    if (slot >= 0 && curl_easy_setopt(e, CURLOPT_CURLU, c->urls[slot].parsed) == CURLE_OK) {
+        c->urls[slot].users++;
+        req->url_slot = slot + 1;
+        return 1;
+    }
+    return curl_easy_setopt(e, CURLOPT_CURLU, NULL) == CURLE_OK
+        && curl_easy_setopt(e, CURLOPT_URL, req->url) == CURLE_OK;
 }
 
 /* Free the kept handles beyond HM_IDLE_KEEP that went unused for
@@ -338,6 +413,7 @@ static void drop_easy(hm_request *req)
     check_fork(c); /* cancel() and __gc come here straight from Lua */
     if (req->easy == NULL)
         return;
+    release_url(req);
     if (c->multi != NULL)
         curl_multi_remove_handle(c->multi, req->easy);
     if (!c->closed && keep_idle(c)) {
@@ -436,12 +512,13 @@ static CURL *make_easy(hm_request *req)
             return NULL;
         }
     }
-    if (curl_easy_setopt(e, CURLOPT_URL, req->url) != CURLE_OK
+    if (!set_url(req, e)
         || curl_easy_setopt(e, CURLOPT_WRITEDATA, req) != CURLE_OK
         || curl_easy_setopt(e, CURLOPT_HEADERDATA, req) != CURLE_OK
         || curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, req) != CURLE_OK
         || curl_easy_setopt(e, CURLOPT_ERRORBUFFER, req->errbuf) != CURLE_OK
         || curl_easy_setopt(e, CURLOPT_PRIVATE, req) != CURLE_OK) {
+        release_url(req);
         curl_easy_cleanup(e);
         return NULL;
     }
@@ -479,6 +556,7 @@ static void start_attempt(hm_request *req)
         return;
     }
     if (curl_multi_add_handle(c->multi, req->easy) != CURLM_OK) {
+        release_url(req);
         curl_easy_cleanup(req->easy);
         req->easy = NULL;
         hm_request_finish(req, HM_KIND_NOMEM, "could not add the transfer to the multi handle");
@@ -657,4 +735,5 @@ void hm_client_shutdown(hm_client *c)
     free(c->spare.data);
     c->spare.data = NULL;
     c->spare.len = c->spare.cap = 0;
+    free_urls(c);
 }
