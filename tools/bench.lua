@@ -19,11 +19,15 @@
 -- the range over the rounds.
 --
 -- Environment:
---   HEYMARKET_BENCH_ROUNDS   rounds (default 7)
+--   HEYMARKET_BENCH_ROUNDS   rounds (default 11)
 --   HEYMARKET_BENCH_QUICK=1  a short run that only shows the bench still works
 --                            (.ci/run): one round, few calls, no memory phases;
 --                            writes build/bench/BENCHMARKS.quick.md
 --   HEYMARKET_BENCH_OUT      where to write the report (default BENCHMARKS.md)
+--   HEYMARKET_BENCH_BUILD    load heymarket from this build folder instead of build/
+--   HEYMARKET_BENCH_COMPARE  also run heymarket from this build folder (an older
+--                            commit's build/) as a contestant, "heymarket@compare":
+--                            what a change bought, measured in the same rounds
 --
 -- A child mode for the memory-growth phases:
 --   lua5.4 tools/bench.lua --child leak-sync|leak-async BASE_URL KEY
@@ -35,10 +39,11 @@ local socket = require("socket")
 
 local QUICK = os.getenv("HEYMARKET_BENCH_QUICK") == "1"
 local ROUNDS = math.max(1, math.floor(tonumber(os.getenv("HEYMARKET_BENCH_ROUNDS") or "")
-  or (QUICK and 1 or 7)))
+  or (QUICK and 1 or 11)))
 local OUT = os.getenv("HEYMARKET_BENCH_OUT")
   or (QUICK and "build/bench/BENCHMARKS.quick.md" or "BENCHMARKS.md")
 local LUAS = { "lua5.4", "luajit" }
+local COMPARE = os.getenv("HEYMARKET_BENCH_COMPARE")
 local BIG_PATH = "/t/many/10000/v1/inboxes"
 local LEAK_CALLS = 5000
 local LEAK_PHASES = 4
@@ -162,7 +167,7 @@ end
 ---------------------------------------------------------------------------
 
 local function cpu_count()
-  local n = tonumber((capture("nproc 2>/dev/null") or ""):match("%d+"))
+  local n = tonumber((capture("nproc --all 2>/dev/null") or ""):match("%d+"))
   return n or 1
 end
 
@@ -212,6 +217,10 @@ local function contestants(srv, lua, case, maxconn)
   end
   local list = { { name = "floor", cmd = child("floor", maxconn) } }
   list[#list + 1] = { name = "heymarket", cmd = child("heymarket") }
+  if COMPARE then
+    list[#list + 1] = { name = "heymarket@compare",
+      cmd = "env HEYMARKET_BENCH_BUILD=" .. shell_quote(COMPARE) .. " " .. child("heymarket") }
+  end
   if case.p == 1 then
     if has_module(lua, "curl") then
       list[#list + 1] = { name = "lua-curl", cmd = child("luacurl") }
@@ -227,7 +236,7 @@ local function bench_case(srv, lua, case, maxconn)
   local list = contestants(srv, lua, case, maxconn)
   local samples = {}
   for _, c in ipairs(list) do
-    samples[c.name] = { rate = {}, cpu_us = {}, hwm = {}, vs_floor = {}, vs = {} }
+    samples[c.name] = { rate = {}, cpu_us = {}, hwm = {}, vs_floor = {}, cpu_vs_floor = {}, vs = {} }
   end
   for round = 1, ROUNDS do
     local got = {}
@@ -250,6 +259,7 @@ local function bench_case(srv, lua, case, maxconn)
       s.cpu_us[#s.cpu_us + 1] = r.cpu * 1e6 / case.n
       s.hwm[#s.hwm + 1] = r.hwm
       s.vs_floor[#s.vs_floor + 1] = got.floor.wall / r.wall
+      s.cpu_vs_floor[#s.cpu_vs_floor + 1] = got.floor.cpu / r.cpu
     end
     -- heymarket against each peer, in the same round
     local hm = samples.heymarket
@@ -264,7 +274,7 @@ local function bench_case(srv, lua, case, maxconn)
     local lo, hi = range(s.vs_floor)
     rows[#rows + 1] = {
       name = c.name, rate = median(s.rate), cpu_us = median(s.cpu_us), hwm = median(s.hwm),
-      ratio = median(s.vs_floor), lo = lo, hi = hi,
+      ratio = median(s.vs_floor), lo = lo, hi = hi, cpu_ratio = median(s.cpu_vs_floor),
     }
   end
   local vs = {}
@@ -323,15 +333,16 @@ end
 local function versions()
   local cjson = require("cjson")
   return table.concat({
-    "heymarket " .. require("heymarket")._VERSION
-      .. " (" .. first_line("git describe --always --dirty 2>/dev/null") .. ")",
+    "heymarket " .. require("heymarket")._VERSION .. " ("
+      .. (os.getenv("HEYMARKET_BENCH_BUILD") and ("build from " .. os.getenv("HEYMARKET_BENCH_BUILD"))
+        or first_line("git describe --always --dirty 2>/dev/null")) .. ")",
     first_line("lua5.4 -v"):match("^(Lua %S+)") or "lua5.4 ?",
     first_line("luajit -v"):match("^(LuaJIT %S+)") or "luajit ?",
     first_line("curl-config --version"),
     "lua-cjson " .. tostring(cjson._VERSION or "?"),
-    "LuaSocket " .. tostring(socket._VERSION or "?"):gsub("^LuaSocket ", ""),
+    "LuaSocket " .. (tostring(socket._VERSION or "?"):gsub("^LuaSocket ", "")),
     "lua-curl " .. first_line("dpkg-query -W -f='${Version}' lua-curl"),
-    first_line("nginx -v"):gsub("^nginx version: ", ""),
+    (first_line("nginx -v"):gsub("^nginx version: ", "")),
   }, ", ")
 end
 
@@ -357,7 +368,7 @@ local function main(srv)
     so:close()
   end
   local maxconn = default_maxconn(srv)
-  local small_n, big_n = QUICK and 50 or 3000, QUICK and 2 or 20
+  local small_n, big_n = QUICK and 50 or 4000, QUICK and 2 or 20
   local blocking = {
     { label = "one inbox (220 B)", key = "small", path = "/v1/inboxes", n = small_n, p = 1, items = 1,
       goal = 0.97 },
@@ -395,16 +406,16 @@ local function main(srv)
 
   out("### Blocking calls, one after another on one client")
   out("")
-  out("| case | Lua | contestant | calls/s | CPU µs/call | peak RSS MB | × floor calls/s |")
-  out("| --- | --- | --- | ---: | ---: | ---: | --- |")
+  out("| case | Lua | contestant | calls/s | CPU µs/call | peak RSS MB | × floor calls/s | × floor CPU |")
+  out("| --- | --- | --- | ---: | ---: | ---: | --- | ---: |")
   local results = {}
   for _, case in ipairs(blocking) do
     for _, lua in ipairs(LUAS) do
       local r = bench_case(srv, lua, case, maxconn)
       results[case.key .. lua] = r
       for _, row in ipairs(r.rows) do
-        out("| %s | %s | %s | %.0f | %.1f | %s | %s |", case.label, lua, row.name, row.rate,
-          row.cpu_us, mb(row.hwm), row.name == "floor" and "1" or fmt_ratio(row))
+        out("| %s | %s | %s | %.0f | %.1f | %s | %s | %.2f |", case.label, lua, row.name, row.rate,
+          row.cpu_us, mb(row.hwm), row.name == "floor" and "1" or fmt_ratio(row), row.cpu_ratio)
       end
     end
   end
@@ -412,15 +423,15 @@ local function main(srv)
 
   out("### Requests in flight on one client (`get_async` ×P, then `wait()` + `result()` on each)")
   out("")
-  out("| case | Lua | contestant | requests/s | CPU µs/request | peak RSS MB | × floor |")
-  out("| --- | --- | --- | ---: | ---: | ---: | --- |")
+  out("| case | Lua | contestant | requests/s | CPU µs/request | peak RSS MB | × floor | × floor CPU |")
+  out("| --- | --- | --- | ---: | ---: | ---: | --- | ---: |")
   for _, case in ipairs(inflight) do
     for _, lua in ipairs(LUAS) do
       local r = bench_case(srv, lua, case, maxconn)
       results[case.label .. lua] = r
       for _, row in ipairs(r.rows) do
-        out("| %s | %s | %s | %.0f | %.1f | %s | %s |", case.label, lua, row.name, row.rate,
-          row.cpu_us, mb(row.hwm), row.name == "floor" and "1" or fmt_ratio(row))
+        out("| %s | %s | %s | %.0f | %.1f | %s | %s | %.2f |", case.label, lua, row.name, row.rate,
+          row.cpu_us, mb(row.hwm), row.name == "floor" and "1" or fmt_ratio(row), row.cpu_ratio)
       end
     end
   end
@@ -439,7 +450,8 @@ local function main(srv)
           floor = row
         end
       end
-      target(string.format("%s, %s: calls/s × floor", case.label, lua), fmt_ratio(hm),
+      target(string.format("%s, %s: calls/s × floor", case.label, lua),
+        fmt_ratio(hm) .. string.format("; CPU %.2f", hm.cpu_ratio),
         string.format("≥ %.2f", goal), hm.ratio >= goal)
       if case.key == "big" then
         target(string.format("%s, %s: peak RSS", case.label, lua),
@@ -455,13 +467,19 @@ local function main(srv)
   for _, case in ipairs(inflight) do
     for _, lua in ipairs(LUAS) do
       local hm
-      for _, row in ipairs(results[case.label .. lua].rows) do
+      local r = results[case.label .. lua]
+      for _, row in ipairs(r.rows) do
         if row.name == "heymarket" then
           hm = row
         end
       end
-      target(string.format("%s, %s: requests/s × floor", case.label, lua), fmt_ratio(hm),
+      target(string.format("%s, %s: requests/s × floor", case.label, lua),
+        fmt_ratio(hm) .. string.format("; CPU %.2f", hm.cpu_ratio),
         string.format("≥ %.2f", case.goal), hm.ratio >= case.goal)
+      for name, v in pairs(r.vs) do
+        target(string.format("%s, %s: heymarket requests/s × %s", case.label, lua, name),
+          fmt_ratio(v), "> 1", v.ratio > 1)
+      end
     end
   end
   out("### Targets (issue 8)")

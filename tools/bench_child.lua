@@ -22,8 +22,10 @@
 
 package.path = "src/?.lua;src/?/init.lua;" .. package.path
 local interpreter = jit and "luajit" or ("lua" .. _VERSION:match("%d+%.%d+"))
-package.cpath = "build/" .. interpreter .. "/?.so;build/bench/" .. interpreter .. "/?.so;"
-  .. package.cpath
+-- HEYMARKET_BENCH_BUILD: another build folder to load heymarket from (an
+-- older commit's build/, to measure what a change bought).
+package.cpath = (os.getenv("HEYMARKET_BENCH_BUILD") or "build") .. "/" .. interpreter .. "/?.so;"
+  .. "build/bench/" .. interpreter .. "/?.so;" .. package.cpath
 
 local which, base, path, key = arg[1], arg[2], arg[3], arg[4]
 local n, p, maxconn = tonumber(arg[5]), tonumber(arg[6]), tonumber(arg[7])
