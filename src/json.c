@@ -149,6 +149,7 @@ static int whole_float(lua_State *L, lua_Integer *out)
 /* What the walk has to do, for this decoder and this body. */
 typedef struct walk {
     int jnull;       /* stack index of the decoder's null */
+    int jnull_type;  /* its type: no other type needs comparing */
     int ints;        /* whole floats become integers */
     int object_null; /* nulls in objects: dropped, or replaced (keep_null) */
     int keep_null;
@@ -183,7 +184,7 @@ static int fix_value(lua_State *L, const walk *w, int t, int key_idx, lua_Intege
     }
 #endif
     else if (key_idx != 0 ? w->object_null : w->array_null) {
-        if (lua_rawequal(L, -1, w->jnull)) {
+        if (type == w->jnull_type && lua_rawequal(L, -1, w->jnull)) {
             if (key_idx != 0) {
                 lua_pushvalue(L, key_idx);
                 if (w->keep_null)
@@ -476,6 +477,7 @@ static void prepare_walk(lua_State *L, hm_request *req, walk *w, int jnull, int 
             nulls = 0;
     }
     w->jnull = jnull;
+    w->jnull_type = lua_type(L, jnull);
     w->keep_null = keep_null;
     w->ints = (flags & JF_FLOATS) != 0;
     w->array_null = nulls && (flags & JF_FOREIGN_NULL) != 0;
