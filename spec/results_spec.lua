@@ -121,6 +121,9 @@ describe("Results", function()
     assert.same({ b = 1 }, get("first"))
     assert.same({ a = 1 }, get("last"))
     assert.same({ c = "null" }, get("spaced"))
+    assert.same({ b = 2 }, get("duplicate")) -- the last of the same key wins, as in lua-cjson
+    assert.same({ a = 1 }, get("duplicate_escaped"))
+    assert.same({}, get("control_key")) -- lua-cjson takes control bytes in strings
     assert.same({ s = "a\\", q = '":null,', x = { heymarket.null, {} }, o = { w = {} } },
       get("escapes"))
     local kept = get("escapes", { keep_null = true })
@@ -135,6 +138,7 @@ describe("Results", function()
     local bodies = {
       trailing_comma = '{"a":null,}', member_in_array = '[1,"a":null]', double_colon = '{"a"::null}',
       leading_comma = '{,"b":null}', two_values = '{"a":null null}', nullx = '{"a":nullx}',
+      missing_comma = '{"a":null "b":1}', nul_key = '{"a\0":null}',
     }
     for name, body in pairs(bodies) do
       local res, msg, err = util.client(srv):get("/t/json/" .. name)

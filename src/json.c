@@ -5,6 +5,7 @@
 
 #include <limits.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define MAX_DEPTH 1000 /* cjson's own default limit; we recurse no deeper */
@@ -313,14 +314,69 @@ static int is_token_byte(char c)
         || c == 'E';
 }
 
-static int blank_null_members(char *p, size_t n)
+/* A key with nothing lua-cjson could reject: no escapes (it checks them),
+ * no control bytes (it rejects them; a NUL ends its input). Members under
+ * other keys are left to the walk. */
+static int plain_key(const char *p, size_t from, size_t to)
 {
+    for (; from < to; from++)
+        if ((unsigned char)p[from] < 0x20 || p[from] == '\\')
+            return 0;
+    return 1;
+}
+
+/* What the scan remembers of the objects it is inside: their keys, and the
+ * members it means to blank, applied when the object closes and no other
+ * key of it could be the same (`{"a":1,"a":null}` decodes to a null `a`,
+ * which must then be dropped, not the 1 kept). */
+#define SCAN_KEYS 1024   /* keys of the open objects; more: leave it to the walk */
+#define SCAN_BLANKS 256  /* members to blank in the open objects */
+#define NO_COMMA ((size_t)-1)
+
+typedef struct scan {
     unsigned char object[MAX_DEPTH + 1]; /* per level: 1 in an object, 0 in an array */
+    unsigned short key_base[MAX_DEPTH + 1], blank_base[MAX_DEPTH + 1];
+    struct { size_t from, to; } keys[SCAN_KEYS];
+    struct { size_t from, to, comma, key, key_len; } blanks[SCAN_BLANKS];
+    unsigned nkeys, nblanks;
+} scan;
+
+/* The object at depth closes: blank its null members, unless a key of it
+ * might repeat one of theirs. Returns 0 in that case. */
+static int close_object(scan *sc, char *p, size_t depth)
+{
+    unsigned b, k, kb = sc->key_base[depth], bb = sc->blank_base[depth];
+    for (b = bb; b < sc->nblanks; b++) {
+        size_t key = sc->blanks[b].key, len = sc->blanks[b].key_len;
+        for (k = kb; k < sc->nkeys; k++) {
+            size_t from = sc->keys[k].from, klen = sc->keys[k].to - from;
+            if (from == key)
+                continue;
+            /* The same bytes, or longer ones with an escape (which decode to
+             * fewer bytes; a plain key has none of its own). */
+            if ((klen == len && memcmp(p + from, p + key, len) == 0)
+                || (klen > len && memchr(p + from, '\\', klen) != NULL))
+                return 0;
+        }
+    }
+    for (b = bb; b < sc->nblanks; b++) {
+        memset(p + sc->blanks[b].from, ' ', sc->blanks[b].to - sc->blanks[b].from);
+        if (sc->blanks[b].comma != NO_COMMA)
+            p[sc->blanks[b].comma] = ' ';
+    }
+    sc->nkeys = kb;
+    sc->nblanks = bb;
+    return 1;
+}
+
+static int scan_body(scan *sc, char *p, size_t n)
+{
     enum scan_state st = S_VALUE;
-    size_t i = 0, key = 0, comma = 0, depth = 0;
+    size_t i = 0, key = 0, key_end = 0, comma = 0, depth = 0;
     int after_comma = 0; /* the current key follows a ',' (at comma), not a '{' */
 
-    object[0] = 0;
+    sc->object[0] = 0;
+    sc->nkeys = sc->nblanks = 0;
     while (i < n) {
         char c = p[i];
         if (is_json_space(c)) {
@@ -333,7 +389,13 @@ static int blank_null_members(char *p, size_t n)
             if (end == 0)
                 return 0;
             if (st == S_KEY || st == S_KEY_OR_CLOSE) {
+                if (sc->nkeys == SCAN_KEYS)
+                    return 0;
                 key = i;
+                key_end = end;
+                sc->keys[sc->nkeys].from = i;
+                sc->keys[sc->nkeys].to = end;
+                sc->nkeys++;
                 st = S_COLON;
             } else if (st == S_VALUE || st == S_VALUE_OR_CLOSE)
                 st = S_AFTER;
@@ -351,7 +413,7 @@ static int blank_null_members(char *p, size_t n)
         case ',':
             if (st != S_AFTER || depth == 0)
                 return 0;
-            if (object[depth]) {
+            if (sc->object[depth]) {
                 st = S_KEY;
                 comma = i;
                 after_comma = 1;
@@ -363,15 +425,20 @@ static int blank_null_members(char *p, size_t n)
         case '[':
             if ((st != S_VALUE && st != S_VALUE_OR_CLOSE) || depth >= MAX_DEPTH)
                 return 0;
-            object[++depth] = c == '{';
+            depth++;
+            sc->object[depth] = c == '{';
+            sc->key_base[depth] = (unsigned short)sc->nkeys;
+            sc->blank_base[depth] = (unsigned short)sc->nblanks;
             st = c == '{' ? S_KEY_OR_CLOSE : S_VALUE_OR_CLOSE;
             after_comma = 0;
             i++;
             break;
         case '}':
         case ']':
-            if (depth == 0 || object[depth] != (c == '}')
+            if (depth == 0 || sc->object[depth] != (c == '}')
                 || !(st == S_AFTER || st == (c == '}' ? S_KEY_OR_CLOSE : S_VALUE_OR_CLOSE)))
+                return 0;
+            if (c == '}' && !close_object(sc, p, depth))
                 return 0;
             depth--;
             st = S_AFTER;
@@ -386,23 +453,34 @@ static int blank_null_members(char *p, size_t n)
             if (end == i)
                 return 0;
             st = S_AFTER;
-            if (end - i == 4 && memcmp(p + i, "null", 4) == 0 && depth > 0 && object[depth]) {
-                /* a member's value: blank the member and one comma */
-                if (after_comma) {
-                    memset(p + comma, ' ', end - comma);
-                } else {
-                    size_t j = skip_space(p, end, n);
-                    memset(p + key, ' ', end - key);
+            if (end - i == 4 && memcmp(p + i, "null", 4) == 0 && depth > 0 && sc->object[depth]) {
+                /* A member's value: the member and one comma are to go,
+                 * unless the key might be what the decoder rejects. */
+                if (!plain_key(p, key + 1, key_end - 1) || sc->nblanks == SCAN_BLANKS)
+                    return 0;
+                sc->blanks[sc->nblanks].key = key;
+                sc->blanks[sc->nblanks].key_len = key_end - key;
+                sc->blanks[sc->nblanks].to = end;
+                sc->blanks[sc->nblanks].comma = NO_COMMA;
+                if (after_comma)
+                    sc->blanks[sc->nblanks].from = comma;
+                else {
+                    /* The first member: the comma after it goes too, when a
+                     * key follows it; otherwise `{"a":null "b":1}` would be
+                     * made valid. */
+                    size_t j = skip_space(p, end, n), k = j;
+                    if (j < n && p[j] == ',')
+                        k = skip_space(p, j + 1, n);
+                    if (!(j < n && p[j] == '}') && !(k > j && k < n && p[k] == '"'))
+                        return 0;
+                    sc->blanks[sc->nblanks].from = key;
                     st = S_KEY_OR_CLOSE;
-                    if (j < n && p[j] == ',') {
-                        size_t k = skip_space(p, j + 1, n);
-                        if (k < n && p[k] == '"') {
-                            p[j] = ' ';
-                            end = j + 1;
-                        } else
-                            return 0;
+                    if (k > j) {
+                        sc->blanks[sc->nblanks].comma = j;
+                        end = j + 1;
                     }
                 }
+                sc->nblanks++;
             }
             i = end;
             break;
@@ -410,6 +488,17 @@ static int blank_null_members(char *p, size_t n)
         }
     }
     return depth == 0 && st == S_AFTER;
+}
+
+static int blank_null_members(char *p, size_t n)
+{
+    scan *sc = malloc(sizeof *sc);
+    int whole;
+    if (sc == NULL)
+        return 0;
+    whole = scan_body(sc, p, n);
+    free(sc);
+    return whole;
 }
 
 /* Is the error at the top the decoder's own verdict on its input? lua-cjson

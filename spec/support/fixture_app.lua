@@ -44,7 +44,12 @@ local JSON_CASES = {
   spaced = '{ "a" : null ,\n\t"b" : null , "c" : "null" }',
   escapes = '{"k\\"":null,"s":"a\\\\","n":null,"q":"\\":null,","x":[null,{"y":null}],'
     .. '"o":{"z":null,"w":{}}}',
+  duplicate = '{"a":1,"b":2,"a":null}',
+  duplicate_escaped = '{"a":null,"\\u0061":1}',
   trailing_comma = '{"a":null,}',
+  missing_comma = '{"a":null "b":1}',
+  control_key = '{"a\1":null}',
+  nul_key = '{"a\0":null}',
   member_in_array = '[1,"a":null]',
   double_colon = '{"a"::null}',
   leading_comma = '{,"b":null}',
