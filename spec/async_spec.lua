@@ -132,6 +132,15 @@ describe("Non-blocking use", function()
       assert.equals(err, err2)
     end)
 
+    it("returns the same value again after a success, and only it", function()
+      local req = util.client(srv):team_async()
+      req:wait()
+      local first = req:result()
+      assert.equals(7, first.id)
+      assert.equals(1, select("#", req:result()))
+      assert.equals(first, (req:result()))
+    end)
+
     it("raises if the request has not finished", function()
       local req = util.client(srv, "/t/sleep/1000"):inboxes_async()
       assert.has_error(function() req:result() end,

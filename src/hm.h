@@ -143,7 +143,8 @@ struct hm_client {
 
 struct hm_request {
     hm_client *client;        /* stays valid: the request's user value holds the client */
-    int has_result;           /* its result is cached in the user value, slot 2 */
+    int has_result;           /* its result is cached in the user value, slot 2: the
+                               * value itself (1), or a table of n values (2) */
     int linked;               /* in client->active */
     hm_request *next, *prev;
     hm_state state;

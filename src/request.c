@@ -151,19 +151,28 @@ static int request_result(lua_State *L)
     if (!req->has_result) {
         /* Decode once, keep the values with the request for later calls. */
         n = push_outcome(L, req);
-        lua_createtable(L, n, 1);
-        for (i = 1; i <= n; i++) {
-            lua_pushvalue(L, 2 + i);
-            lua_rawseti(L, -2, i);
+        if (n == 1) {
+            /* A success: the value itself, no table around it. */
+            lua_pushvalue(L, 3);
+            lua_rawseti(L, 2, 2);
+            req->has_result = 1;
+        } else {
+            lua_createtable(L, n, 1);
+            for (i = 1; i <= n; i++) {
+                lua_pushvalue(L, 2 + i);
+                lua_rawseti(L, -2, i);
+            }
+            lua_pushinteger(L, n);
+            lua_setfield(L, -2, "n");
+            lua_rawseti(L, 2, 2);
+            req->has_result = 2;
         }
-        lua_pushinteger(L, n);
-        lua_setfield(L, -2, "n");
-        lua_rawseti(L, 2, 2);
-        req->has_result = 1;
         hm_request_drop_body(req);
         return n;
     }
     lua_rawgeti(L, 2, 2);
+    if (req->has_result == 1)
+        return 1;
     lua_getfield(L, 3, "n");
     n = (int)lua_tointeger(L, -1);
     lua_pop(L, 1);
