@@ -522,9 +522,10 @@ local function main(srv)
   end
 
   if io.open("tools/bench_hosts.lua", "r") then
-    local text, ok = capture("make --no-print-directory bench-hosts 2>&1")
+    local text, ok = capture("make -s --no-print-directory bench-hosts 2>&1")
     if ok then
-      out("%s", (text:gsub("%s+$", "")))
+      -- the markdown only: from its first heading on
+      out("%s", ((text:match("\n(#.*)$") or text:match("^#.*$") or text):gsub("%s+$", "")))
     else
       out("### Hosts\n\n`make bench-hosts` failed:\n\n```\n%s\n```", text or "")
     end
