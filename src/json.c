@@ -213,8 +213,10 @@ static int normalise(lua_State *L, const walk *w, int depth)
 {
     int t = lua_gettop(L);
     size_t n;
-    if (depth > MAX_DEPTH || !lua_checkstack(L, 5))
+    if (depth > MAX_DEPTH)
         return 0;
+    if (!lua_checkstack(L, 5)) /* 5 slots a level, 1000 levels: only memory can lack */
+        hm_raise_memory(L);
     n = hm_rawlen(L, t);
     if (n > 0) {
         size_t i;
