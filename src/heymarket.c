@@ -10,28 +10,34 @@ static int m_new(lua_State *L)
     return 1;
 }
 
-/* heymarket.inboxes([options]) and heymarket.team([options]): the default
- * client (made from the environment on first use), or one made from the
- * options for this call only. */
+/* Push the client a module-level call uses: without options (nil at idx)
+ * the default client, made from the environment on first use and kept;
+ * with options, a client made from them for this call only (*temporary). */
+static hm_client *push_client(lua_State *L, int idx, int *temporary)
+{
+    *temporary = !lua_isnil(L, idx);
+    if (*temporary)
+        return hm_client_new(L, idx);
+    lua_getfield(L, HM_STATE_IDX, HM_STATE_DEFAULT);
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        hm_client_new(L, 0);
+        lua_pushvalue(L, -1);
+        lua_setfield(L, HM_STATE_IDX, HM_STATE_DEFAULT);
+    }
+    return luaL_checkudata(L, -1, HM_CLIENT_MT);
+}
+
+/* heymarket.inboxes([options]) and heymarket.team([options]) */
 static int module_call(lua_State *L, const char *path, hm_shape shape)
 {
+    int temporary, n;
     hm_client *c;
-    int n;
     lua_settop(L, 1);
-    if (lua_isnil(L, 1)) {
-        lua_getfield(L, HM_STATE_IDX, HM_STATE_DEFAULT);
-        if (lua_isnil(L, -1)) {
-            lua_pop(L, 1);
-            hm_client_new(L, 0);
-            lua_pushvalue(L, -1);
-            lua_setfield(L, HM_STATE_IDX, HM_STATE_DEFAULT);
-        }
-        c = luaL_checkudata(L, 2, HM_CLIENT_MT);
-        return hm_client_call(L, c, 2, path, shape);
-    }
-    c = hm_client_new(L, 1);
+    c = push_client(L, 1, &temporary);
     n = hm_client_call(L, c, 2, path, shape);
-    hm_client_close(c);
+    if (temporary)
+        hm_client_close(c); /* on an error, the collector closes it */
     return n;
 }
 
@@ -48,33 +54,20 @@ static int m_team(lua_State *L)
 /* heymarket.get(path[, options]): the path is checked by client:get. */
 static int m_get(lua_State *L)
 {
+    int temporary;
+    hm_client *c;
     lua_settop(L, 2);
     if (lua_type(L, 1) != LUA_TSTRING)
         luaL_argerror(L, 1, lua_pushfstring(L, "path must be a string, got %s",
                                             luaL_typename(L, 1)));
-    if (lua_isnil(L, 2)) {
-        lua_getfield(L, HM_STATE_IDX, HM_STATE_DEFAULT);
-        if (lua_isnil(L, -1)) {
-            lua_pop(L, 1);
-            hm_client_new(L, 0);
-            lua_pushvalue(L, -1);
-            lua_setfield(L, HM_STATE_IDX, HM_STATE_DEFAULT);
-        }
-        lua_getfield(L, -1, "get");
-        lua_insert(L, 3);
-        lua_pushvalue(L, 1);
-        lua_call(L, 2, LUA_MULTRET);
-        return lua_gettop(L) - 2;
-    }
-    {
-        hm_client *c = hm_client_new(L, 2);
-        lua_getfield(L, -1, "get");
-        lua_insert(L, 3);
-        lua_pushvalue(L, 1);
-        lua_call(L, 2, LUA_MULTRET); /* on an error, the collector closes c */
+    c = push_client(L, 2, &temporary);
+    lua_getfield(L, -1, "get");
+    lua_insert(L, 3);
+    lua_pushvalue(L, 1);
+    lua_call(L, 2, LUA_MULTRET);
+    if (temporary)
         hm_client_close(c);
-        return lua_gettop(L) - 2;
-    }
+    return lua_gettop(L) - 2;
 }
 
 /* "heymarket-lua/V (Lua V; libcurl/V)"; LuaJIT names itself. */
