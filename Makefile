@@ -49,7 +49,7 @@ TEST_PACKAGES = gcc make lua5.1 lua5.2 lua5.3 lua5.4 liblua5.1-0-dev liblua5.2-d
                 liblua5.3-dev liblua5.4-dev luajit2 libluajit2-5.1-dev \
                 libcurl4-openssl-dev lua-cjson lua-busted lua-check lua-socket \
                 nginx-light libnginx-mod-http-lua neovim valgrind openssl ca-certificates \
-                luarocks curl procps coreutils zip unzip git
+                luarocks curl procps coreutils zip unzip git lua-luv
 # make bench adds the peers it measures heymarket against, and taskset.
 BENCH_PACKAGES = lua-curl lua-socket lua-cjson util-linux
 DEMO_PACKAGES = gcc make lua5.4 liblua5.4-dev libcurl4-openssl-dev lua-cjson lua-socket \
