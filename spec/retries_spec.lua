@@ -43,11 +43,12 @@ describe("Retries", function()
     local waited = util.now() - t0
     assert.equals(2, err.attempts)
     assert.is_true(waited >= 0.9, "waited " .. waited)
-    assert.is_true(err.retry_after >= 0 and err.retry_after <= 3)
+    assert.is_true(err.retry_after >= 0 and err.retry_after <= 4, tostring(err.retry_after))
     c = with_retries("/t/retryafter/date3600", 2)
     _, _, err = c:inboxes()
     assert.equals(1, err.attempts)
-    assert.is_true(err.retry_after > 3500 and err.retry_after <= 3600)
+    -- an HTTP-date counts whole seconds: one either way is rounding
+    assert.is_true(err.retry_after > 3500 and err.retry_after <= 3601, tostring(err.retry_after))
   end)
 
   for _, status in ipairs({ 408, 429, 500, 502, 503, 504 }) do

@@ -92,10 +92,14 @@ static double parse_retry_after(const char *value)
         return strtod(value, NULL);
     {
         time_t when = curl_getdate(value, NULL);
+        struct timespec now;
         double delta;
         if (when == (time_t)-1)
             return -1;
-        delta = difftime(when, time(NULL));
+        /* Not time(): it reads a coarse clock that may lag a second behind
+         * the server's (on this machine, nginx's gettimeofday). */
+        clock_gettime(CLOCK_REALTIME, &now);
+        delta = difftime(when, now.tv_sec);
         return delta > 0 ? delta : 0;
     }
 }
