@@ -18,7 +18,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 static void check(lua_State *L, int keep_null, int depth)
 {
     int t = lua_gettop(L);
-    if (depth > 2000)
+    if (depth > 2000 || !lua_checkstack(L, 4))
         abort();
     lua_pushnil(L);
     while (lua_next(L, t) != 0) {
