@@ -138,7 +138,6 @@ struct hm_client {
     unsigned long finished;   /* requests finished that drive() has not reported */
     int epoll_open;           /* Linux: epfd mirrors watch, so a step costs what is ready */
     int epfd;
-    pid_t loop_pid;           /* the process the fields above belong to */
 };
 
 struct hm_request {
@@ -184,6 +183,7 @@ HM_INTERNAL double hm_now(void);
 HM_INTERNAL unsigned long hm_fork_generation(void);
 HM_INTERNAL void hm_request_begin(hm_request *req);
 HM_INTERNAL void hm_check_fork(hm_client *c);
+HM_INTERNAL void hm_loop_forked(hm_client *c);
 HM_INTERNAL void hm_attempt_start(hm_request *req);
 HM_INTERNAL void hm_attempt_complete(hm_request *req, CURLcode code);
 HM_INTERNAL void hm_request_finish(hm_request *req, hm_kind kind, const char *detail);

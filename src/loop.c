@@ -164,7 +164,7 @@ static int on_close(void *clientp, curl_socket_t fd)
 {
     hm_client *c = clientp;
     /* Only a socket the host was told about may still be watched by it. */
-    if (c->host && c->loop_pid == getpid() && was_reported(c, fd)) {
+    if (c->host && was_reported(c, fd)) {
         if (c->n_closing == c->cap_closing) {
             int cap = c->cap_closing ? c->cap_closing * 2 : 16;
             int *grown = realloc(c->closing, (size_t)cap * sizeof *grown);
@@ -195,26 +195,20 @@ static void close_notify(hm_client *c)
 }
 
 /* In a forked child everything here belongs to the parent: the child's
- * copies of the descriptors are closed (that leaves the parent's alone). */
-static void loop_check_fork(hm_client *c)
+ * copies of the descriptors are closed (that leaves the parent's alone).
+ * transfer.c's check_fork, the one place that notices a fork, calls this. */
+void hm_loop_forked(hm_client *c)
 {
-    pid_t pid = getpid();
-    if (c->loop_pid == pid)
-        return;
-    if (c->loop_pid != 0) {
-        flush_closing(c);
-        close_notify(c);
-        epoll_drop(c);
-        c->n_watch = 0;
-        c->timer_on = 0;
-        c->host = 0;
-    }
-    c->loop_pid = pid;
+    flush_closing(c);
+    close_notify(c);
+    epoll_drop(c);
+    c->n_watch = 0;
+    c->timer_on = 0;
+    c->host = 0;
 }
 
 void hm_loop_attach(hm_client *c)
 {
-    loop_check_fork(c);
     epoll_drop(c);
     c->n_watch = 0;
     c->timer_on = 0;
@@ -235,7 +229,7 @@ int hm_loop_setup_easy(hm_client *c, CURL *e)
 void hm_loop_finished(hm_client *c)
 {
     c->finished++;
-    if (c->notify_open && !c->driving && !c->notified && c->loop_pid == getpid()) {
+    if (c->notify_open && !c->driving && !c->notified) {
         char byte = 1;
         if (write(c->notify[1], &byte, 1) == 1)
             c->notified = 1;
@@ -263,8 +257,8 @@ void hm_loop_shutdown(hm_client *c)
 
 void hm_loop_free(hm_client *c)
 {
+    hm_check_fork(c);
     hm_loop_shutdown(c);
-    loop_check_fork(c);
     flush_closing(c);
     close_notify(c);
     free(c->closing);
@@ -397,7 +391,6 @@ static void fail_watch_oom(hm_client *c)
 static void enter(hm_client *c)
 {
     hm_check_fork(c);
-    loop_check_fork(c);
 }
 
 /* Do whatever is ready for every request of the client, without waiting. */

@@ -32,11 +32,9 @@ hm_request *hm_request_push(lua_State *L, hm_client *c, int client_idx, const ch
     lua_pushvalue(L, client_idx);
     lua_rawseti(L, -2, 1);
     hm_setuservalue(L, -2);
-    /* Allocating above may have run a finalizer that closed the client. */
-    if (c->closed)
-        hm_request_finish(req, HM_KIND_CANCELLED, "the client was closed");
-    else
-        hm_request_begin(req);
+    /* Allocating above may have run a finalizer that closed the client:
+     * then the request ends at once, unsent (start_attempt checks). */
+    hm_request_begin(req);
     return req;
 }
 

@@ -266,6 +266,7 @@ static void check_fork(hm_client *c)
     for (i = 0; i < HM_URL_CACHE; i++)
         c->urls[i].users = 0; /* the handles set to them are abandoned */
     c->pid = pid;
+    hm_loop_forked(c); /* before any request below reports its end */
     c->rng ^= (uint64_t)pid << 17; /* forked workers must not retry in step */
     if (c->rng == 0)
         c->rng = 1;
@@ -452,6 +453,7 @@ static void unlink_request(hm_request *req)
 
 void hm_request_finish(hm_request *req, hm_kind kind, const char *detail)
 {
+    check_fork(req->client); /* a finish in a child must not touch the parent's loop */
     drop_easy(req);
     unlink_request(req);
     req->state = HM_DONE;
@@ -538,12 +540,13 @@ static void start_attempt(hm_request *req)
     req->status = 0;
     req->curl_code = CURLE_OK;
     req->errbuf[0] = '\0';
-    req->attempts++;
-    /* A closed client never sends: its headers (the key) are gone. */
+    /* A closed client never sends: its headers (the key) are gone. (A
+     * finalizer may have closed it while its request was being made.) */
     if (c->closed) {
         hm_request_finish(req, HM_KIND_CANCELLED, "the client was closed");
         return;
     }
+    req->attempts++;
     if (req->body.data == NULL && c->spare.data != NULL) {
         req->body = c->spare;
         c->spare.data = NULL;
