@@ -134,6 +134,40 @@ describe("Results", function()
     assert.same({ a = heymarket.null, b = heymarket.null, c = "null" }, get("spaced", { keep_null = true }))
   end)
 
+  it("make whole numbers integers wherever they stand, however the keys are written", function()
+    local function get(name)
+      return assert(util.client(srv):get("/t/json/" .. name))
+    end
+    -- On 5.3+ no whole float may be left anywhere (lua-cjson 2.1.0 gives floats).
+    local function whole_ints(v, where)
+      if type(v) == "table" then
+        for k, x in pairs(v) do
+          whole_ints(x, where .. "." .. tostring(k))
+        end
+      elseif math.type and math.type(v) == "float" then
+        assert(v ~= math.floor(v), "a whole float was left at " .. where)
+      end
+      return v
+    end
+    local function check(name, expected)
+      local got = whole_ints(get(name), name)
+      assert.same(expected, got, name)
+    end
+    check("escaped_key", { id = 7, n = { 1, { x = 2 } }, s = "id" })
+    check("backslash_key", { ["a\\"] = 1, b = { 2 } })
+    check("colon_in_string", { ["k,"] = " :1", z = { t = 3 }, u = 'a":4', w = ":5" })
+    check("mixed_kinds", { { v = "s" }, { v = 2 }, { v = { w = 3 } }, {}, { w = { 4, { v = 5 } } },
+      { v = { 6 } } })
+    check("spaced_keys", { a = 1, b = { 2, { c = 3 } } })
+    check("null_then_int", { a = 1 }) -- the last of the same key wins, as in lua-cjson
+    check("prefix_keys", { { id = 1, a = 2 }, { id = 3, a = 4 }, { xid = 5, id = 6 } })
+    local many = { {}, { k40 = { k1 = 41 } } }
+    for i = 1, 40 do
+      many[1]["k" .. i] = i
+    end
+    check("many_keys", many)
+  end)
+
   it("keep an invalid body invalid, and err.body as it was sent, however nulls are dropped", function()
     local bodies = {
       trailing_comma = '{"a":null,}', member_in_array = '[1,"a":null]', double_colon = '{"a"::null}',

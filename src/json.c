@@ -5,6 +5,7 @@
 
 #include <limits.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -134,88 +135,125 @@ static int integral(lua_State *L, int idx, lua_Integer *out)
 }
 #endif
 
-#if HM_HAS_INTEGERS
-/* integral() for the number at the top, known to be one: the walk's hot
- * path, with the fewest API calls. */
-static int whole_float(lua_State *L, lua_Integer *out)
-{
-    lua_Number n;
-    if (lua_isinteger(L, -1))
-        return 0;
-    n = lua_tonumber(L, -1);
-    return n == floor(n) && lua_numbertointeger(n, out);
-}
-#endif
-
 /* What the walk has to do, for this decoder and this body. */
 typedef struct walk {
     int jnull;       /* stack index of the decoder's null */
     int jnull_type;  /* its type: no other type needs comparing */
+    const void *jnull_ptr; /* its address, when it is a light userdata */
     int ints;        /* whole floats become integers */
     int object_null; /* nulls in objects: dropped, or replaced (keep_null) */
     int keep_null;
     int array_null;  /* nulls in arrays: replaced by heymarket.null */
+    int keys, nkeys; /* nkeys >= 0: objects are visited only under the nkeys
+                        key strings at stack index keys.. (see collect_keys);
+                        < 0: every member, with lua_next */
 } walk;
+
+/* lua_rawget and lua_rawgeti, giving the type of the value they push (5.3
+ * made them return it). */
+#if LUA_VERSION_NUM >= 503
+#define hm_rawget_type(L, t) lua_rawget((L), (t))
+#define hm_rawgeti_type(L, t, i) lua_rawgeti((L), (t), (i))
+#else
+static int hm_rawget_type(lua_State *L, int t)
+{
+    lua_rawget(L, t);
+    return lua_type(L, -1);
+}
+static int hm_rawgeti_type(lua_State *L, int t, lua_Integer i)
+{
+    lua_rawgeti(L, t, (int)i);
+    return lua_type(L, -1);
+}
+#endif
 
 static int normalise(lua_State *L, const walk *w, int depth);
 
-/* The value at the top, stored under key (at key_idx) or index i of the
- * table at t: recurse into a table, or fix a float or a null. Pops it.
- * Returns 0 when nested too deeply. */
-static int fix_value(lua_State *L, const walk *w, int t, int key_idx, lua_Integer i, int depth)
-{
-    int type = lua_type(L, -1);
-    if (type == LUA_TTABLE) {
-        if (!normalise(L, w, depth + 1))
-            return 0;
-    }
 #if HM_HAS_INTEGERS
-    else if (type == LUA_TNUMBER) {
-        lua_Integer whole;
-        if (w->ints && whole_float(L, &whole)) {
-            if (key_idx != 0) {
-                lua_pushvalue(L, key_idx);
-                lua_pushinteger(L, whole);
-                lua_rawset(L, t);
-            } else {
-                lua_pushinteger(L, whole);
-                lua_rawseti(L, t, i);
-            }
-        }
+/* The number at the top, stored under the key at key_idx (or, when key_idx
+ * is 0, index i) of the table at t: a float with an exact integer value in
+ * range becomes that integer (an integer is stored again as itself). */
+static void fix_number(lua_State *L, int t, int key_idx, lua_Integer i)
+{
+    lua_Number n = lua_tonumber(L, -1);
+    lua_Integer v;
+    if (!lua_numbertointeger(n, &v) || (lua_Number)v != n)
+        return;
+    if (key_idx != 0) {
+        lua_pushvalue(L, key_idx);
+        lua_pushinteger(L, v);
+        lua_rawset(L, t);
+    } else {
+        lua_pushinteger(L, v);
+        lua_rawseti(L, t, i);
+    }
+}
+#endif
+
+/* The value at the top, of type type, stored under the key at key_idx (or,
+ * when key_idx is 0, index i) of the table at t: recurse into a table, or
+ * fix a float or a null. Leaves it on the stack. Returns 0 when nested too
+ * deeply. */
+static int fix_value(lua_State *L, const walk *w, int t, int type, int key_idx, lua_Integer i,
+                     int depth)
+{
+    if (type == LUA_TTABLE)
+        return normalise(L, w, depth + 1);
+#if HM_HAS_INTEGERS
+    if (type == LUA_TNUMBER) {
+        if (w->ints)
+            fix_number(L, t, key_idx, i);
+        return 1;
     }
 #endif
-    else if (key_idx != 0 ? w->object_null : w->array_null) {
-        if (type == w->jnull_type && lua_rawequal(L, -1, w->jnull)) {
-            if (key_idx != 0) {
-                lua_pushvalue(L, key_idx);
-                if (w->keep_null)
-                    lua_pushlightuserdata(L, NULL); /* heymarket.null */
-                else
-                    lua_pushnil(L);
-                lua_rawset(L, t);
-            } else {
-                lua_pushlightuserdata(L, NULL);
-                lua_rawseti(L, t, (int)i);
-            }
+    if (type == w->jnull_type && (key_idx != 0 ? w->object_null : w->array_null)
+        && (type == LUA_TLIGHTUSERDATA ? lua_touserdata(L, -1) == w->jnull_ptr
+                                       : lua_rawequal(L, -1, w->jnull))) {
+        if (key_idx != 0) {
+            lua_pushvalue(L, key_idx);
+            if (w->keep_null)
+                lua_pushlightuserdata(L, NULL); /* heymarket.null */
+            else
+                lua_pushnil(L);
+            lua_rawset(L, t);
+        } else {
+            lua_pushlightuserdata(L, NULL);
+            lua_rawseti(L, t, (int)i);
         }
     }
-    lua_pop(L, 1);
     return 1;
 }
 
+/* Numbers are the walk's most common case: fixed here, the rest in
+ * fix_value. */
+#if HM_HAS_INTEGERS
+#define FIX_VALUE(L, w, t, type, key_idx, i, depth)                                 \
+    ((type) == LUA_TNUMBER ? ((w)->ints ? fix_number((L), (t), (key_idx), (i)) : (void)0), 1 \
+                           : fix_value((L), (w), (t), (type), (key_idx), (i), (depth)))
+#else
+#define FIX_VALUE fix_value
+#endif
+
+/* Values the walk leaves on the stack before one lua_settop takes them all
+ * (a call saved per value); only near the top, so that 1000 levels stay
+ * within the 8000 slots Lua 5.1 lets a C function have. */
+#define HELD_MAX 16
+#define HELD_DEPTH 16
+
 /* Normalise the table at the top of the stack in place. A decoded array
  * (a table with a length: JSON object keys are always strings) is walked by
- * index; an object with lua_next, which allows assigning or clearing
- * existing fields during the traversal. Returns 0, with the table still at
- * the top, when it is nested too deeply (vim.json has no depth limit of its
- * own). */
+ * index; an object under the keys collect_keys found (when it did), else
+ * with lua_next, which allows assigning or clearing existing fields during
+ * the traversal. Returns 0, with the table still at the top, when it is
+ * nested too deeply (vim.json has no depth limit of its own). */
 static int normalise(lua_State *L, const walk *w, int depth)
 {
-    int t = lua_gettop(L);
+    int t = lua_gettop(L), type, held = 0, hold = depth <= HELD_DEPTH ? HELD_MAX : 1;
     size_t n;
     if (depth > MAX_DEPTH)
         return 0;
-    if (!lua_checkstack(L, 5)) /* 5 slots a level, 1000 levels: only memory can lack */
+    /* held values, and 4 more a level: only memory can lack */
+    if (!lua_checkstack(L, hold + 4))
         hm_raise_memory(L);
     n = hm_rawlen(L, t);
     if (n > 0) {
@@ -223,22 +261,41 @@ static int normalise(lua_State *L, const walk *w, int depth)
         if (n > (size_t)INT_MAX)
             n = (size_t)INT_MAX;
         for (i = 1; i <= n; i++) {
-            lua_rawgeti(L, t, (int)i);
-            if (!fix_value(L, w, t, 0, (lua_Integer)i, depth)) {
+            type = hm_rawgeti_type(L, t, (lua_Integer)i);
+            if (!FIX_VALUE(L, w, t, type, 0, (lua_Integer)i, depth))
+                goto too_deep;
+            if (++held == hold) {
                 lua_settop(L, t);
-                return 0;
+                held = 0;
             }
+        }
+    } else if (w->nkeys >= 0) {
+        int k;
+        for (k = w->keys; k < w->keys + w->nkeys; k++) {
+            lua_pushvalue(L, k);
+            type = hm_rawget_type(L, t);
+            if (type != LUA_TNIL && !FIX_VALUE(L, w, t, type, k, 0, depth))
+                goto too_deep;
+            if (++held == hold) {
+                lua_settop(L, t);
+                held = 0;
+            }
+        }
+    } else {
+        lua_pushnil(L);
+        while (lua_next(L, t) != 0) {
+            if (!fix_value(L, w, t, lua_type(L, -1), t + 1, 0, depth))
+                goto too_deep;
+            lua_pop(L, 1);
         }
         return 1;
     }
-    lua_pushnil(L);
-    while (lua_next(L, t) != 0) {
-        if (!fix_value(L, w, t, t + 1, 0, depth)) {
-            lua_settop(L, t);
-            return 0;
-        }
-    }
+    if (held > 0)
+        lua_settop(L, t);
     return 1;
+too_deep:
+    lua_settop(L, t);
+    return 0;
 }
 
 /* Where the body first holds the word null (in a string too: then the walk
@@ -503,6 +560,150 @@ static int blank_null_members(char *p, size_t n)
     return whole;
 }
 
+/* ---- the keys worth visiting ------------------------------------------ */
+
+/* Where whole floats must become integers (lua-cjson 2.1.0 on 5.3+), a walk
+ * over every member with lua_next costs a hash lookup a step and visits the
+ * strings and booleans that need nothing. One pass over the body instead
+ * collects the keys whose values are numbers, nulls, objects or arrays; the
+ * walk then looks up only those keys in each object (a key an object lacks
+ * costs one failed lookup).
+ *
+ * The pass runs only after the body decoded, so the text is valid JSON, and
+ * it stops only at colons: a member's colon follows its key's closing quote
+ * (and maybe spaces), and that quote is unescaped, so every key is found.
+ * A colon inside a string can look the same (`{"k,":" :1"}`); it adds a key
+ * that is looked up for nothing, never hides one. (lua-cjson stops at a NUL
+ * byte; keys after one are looked up for nothing too.) A key with an escape
+ * decodes to other bytes, and more than KEYSET_MAX distinct keys would make
+ * the lookups dearer than lua_next: both give up (collect_keys returns 0)
+ * and leave the full walk. */
+#define KEYSET_MAX 32
+
+/* What a member's value needs, told by its first byte (a valid value starts
+ * with one of `"tfn{[-0123456789`), and the bytes that are JSON space. */
+#define K_NUMBER 1
+#define K_NULL 2
+#define K_TABLE 4
+#define K_SPACE 8
+
+static const unsigned char byte_kind[256] = {
+    [' '] = K_SPACE, ['\t'] = K_SPACE, ['\r'] = K_SPACE, ['\n'] = K_SPACE,
+    ['n'] = K_NULL, ['{'] = K_TABLE, ['['] = K_TABLE, ['-'] = K_NUMBER,
+    ['0'] = K_NUMBER, ['1'] = K_NUMBER, ['2'] = K_NUMBER, ['3'] = K_NUMBER, ['4'] = K_NUMBER,
+    ['5'] = K_NUMBER, ['6'] = K_NUMBER, ['7'] = K_NUMBER, ['8'] = K_NUMBER, ['9'] = K_NUMBER,
+};
+
+#define KIND(c) byte_kind[(unsigned char)(c)]
+
+typedef struct keyset {
+    struct { const char *p; size_t len; } key[KEYSET_MAX];
+    unsigned n, next; /* next: the one after the last key found */
+} keyset;
+
+/* memcmp(a, b, n) == 0 for the short keys of an API, eight bytes at a time. */
+static int same_bytes(const char *a, const char *b, size_t n)
+{
+    uint64_t x, y;
+    if (n >= 8) {
+        for (; n > 8; n -= 8, a += 8, b += 8) {
+            memcpy(&x, a, 8);
+            memcpy(&y, b, 8);
+            if (x != y)
+                return 0;
+        }
+        memcpy(&x, a + n - 8, 8); /* the last 8, overlapping what matched */
+        memcpy(&y, b + n - 8, 8);
+        return x == y;
+    }
+    if (n >= 4) {
+        uint32_t u, v, u2, v2;
+        memcpy(&u, a, 4);
+        memcpy(&v, b, 4);
+        memcpy(&u2, a + n - 4, 4);
+        memcpy(&v2, b + n - 4, 4);
+        return u == v && u2 == v2;
+    }
+    while (n > 0 && *a == *b) {
+        a++;
+        b++;
+        n--;
+    }
+    return n == 0;
+}
+
+/* Is the quote at q escaped: an odd run of backslashes before it? */
+static int escaped(const char *p, const char *q)
+{
+    const char *b = q;
+    while (b > p && b[-1] == '\\')
+        b--;
+    return ((q - b) & 1) != 0;
+}
+
+/* The key whose closing quote is at close (unescaped): add it unless it is
+ * there. The objects of an array repeat their keys in one order, so the one
+ * after the last found is tried first, matched backwards from close: a plain
+ * key has no quote of its own, so an unescaped quote just before its bytes
+ * opens it. */
+static int keyset_add(keyset *ks, const char *p, const char *close)
+{
+    const char *open;
+    unsigned i = ks->next;
+    if (i < ks->n) {
+        size_t len = ks->key[i].len;
+        if ((size_t)(close - p) > len && close[-(ptrdiff_t)len - 1] == '"'
+            && same_bytes(close - len, ks->key[i].p, len)
+            && !((size_t)(close - p) > len + 1 && close[-(ptrdiff_t)len - 2] == '\\'
+                 && escaped(p, close - len - 1))) {
+            ks->next = i + 1 == ks->n ? 0 : i + 1; /* the next object starts again */
+            return 1;
+        }
+    }
+    /* The opening quote: the unescaped one before close. */
+    open = close;
+    do {
+        while (open > p && open[-1] != '"')
+            open--;
+    } while (open > p && escaped(p, --open));
+    if (*open != '"' || open == close)
+        return 1; /* no key: a colon inside a string */
+    open++;
+    for (i = 0; i < ks->n; i++) {
+        if (ks->key[i].len == (size_t)(close - open) && same_bytes(ks->key[i].p, open, ks->key[i].len)) {
+            ks->next = i + 1;
+            return 1;
+        }
+    }
+    if (ks->n == KEYSET_MAX || !plain_key(p, (size_t)(open - p), (size_t)(close - p)))
+        return 0;
+    ks->key[ks->n].p = open;
+    ks->key[ks->n].len = (size_t)(close - open);
+    ks->next = ++ks->n;
+    return 1;
+}
+
+/* Collect the keys of the members whose values are of the kinds in want. */
+static int collect_keys(const char *p, size_t n, int want, keyset *ks)
+{
+    const char *end = p + n, *c = p;
+    ks->n = ks->next = 0;
+    while ((c = memchr(c, ':', (size_t)(end - c))) != NULL) {
+        const char *v = ++c, *close = c - 2;
+        while (v < end && KIND(*v) == K_SPACE)
+            v++;
+        if (v == end || (KIND(*v) & want) == 0)
+            continue;
+        while (close > p && KIND(*close) == K_SPACE)
+            close--;
+        if (close <= p || *close != '"' || (close[-1] == '\\' && escaped(p, close)))
+            continue; /* not a member's colon */
+        if (!keyset_add(ks, p, close))
+            return 0;
+    }
+    return 1;
+}
+
 /* Is the error at the top the decoder's own verdict on its input? lua-cjson
  * (and Neovim's vim.json, built from it) says "Expected ... but found ...",
  * "Found too many nested data structures ..." or "JSON parser does not
@@ -569,6 +770,7 @@ static void prepare_walk(lua_State *L, hm_request *req, walk *w, int jnull, int 
     }
     w->jnull = jnull;
     w->jnull_type = lua_type(L, jnull);
+    w->jnull_ptr = lua_touserdata(L, jnull);
     w->keep_null = keep_null;
     w->ints = (flags & JF_FLOATS) != 0;
     w->array_null = nulls && (flags & JF_FOREIGN_NULL) != 0;
@@ -620,7 +822,22 @@ int hm_json_decode(lua_State *L, hm_request *req, int keep_null)
         return 0;
     }
     if (lua_istable(L, -1) && prep.want_walk) {
-        if (!normalise(L, &w, 1)) {
+        keyset ks;
+        int ok;
+        w.nkeys = -1;
+        if (collect_keys(p, n, (w.ints ? K_NUMBER : 0) | (w.object_null ? K_NULL : 0) | K_TABLE, &ks)
+            && lua_checkstack(L, (int)ks.n + 1)) {
+            unsigned k;
+            w.keys = lua_gettop(L) + 1;
+            w.nkeys = (int)ks.n;
+            for (k = 0; k < ks.n; k++)
+                lua_pushlstring(L, ks.key[k].p, ks.key[k].len);
+            lua_pushvalue(L, w.keys - 1);
+        }
+        ok = normalise(L, &w, 1);
+        if (w.nkeys >= 0)
+            lua_settop(L, w.keys - 1);
+        if (!ok) {
             lua_pushliteral(L, "JSON nested too deeply");
             lua_replace(L, top + 1);
             lua_settop(L, top + 1);

@@ -55,6 +55,21 @@ local JSON_CASES = {
   leading_comma = '{,"b":null}',
   two_values = '{"a":null null}',
   nullx = '{"a":nullx}',
+  -- keys the integer walk must not miss, however they are written
+  escaped_key = '{"\\u0069d":7,"n":[1,{"x":2}],"s":"\\u0069d"}',
+  backslash_key = '{"a\\\\":1,"b":[2]}',
+  colon_in_string = '{"k,":" :1","z":{"t":3},"u":"a\\":4","w":":5"}',
+  mixed_kinds = '[{"v":"s"},{"v":2},{"v":{"w":3}},{"v":null},{"w":[4,{"v":5}]},{"v":[6]}]',
+  spaced_keys = '{ "a" : 1 ,\n "b"\n:\t[ 2 , { "c" :3 } ] }',
+  null_then_int = '{"a":null,"a":1,"b":null}',
+  prefix_keys = '[{"id":1,"a":2},{"id":3,"a":4},{"xid":5,"id":6}]',
+  many_keys = (function()
+    local parts = {}
+    for i = 1, 40 do
+      parts[i] = string.format('"k%d":%d', i, i)
+    end
+    return "[{" .. table.concat(parts, ",") .. '},{"k40":{"k1":41}}]'
+  end)(),
 }
 
 local SHORT_BODY = '[{"id":413,"name":"Supp'
