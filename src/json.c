@@ -122,6 +122,32 @@ static const char *shape_name(char first)
     }
 }
 
+/* What the scans need to know of a byte: the kind of value it starts (a
+ * valid value starts with one of `"tfn{[-0123456789`: strings and booleans
+ * need no fixing), whether it is JSON space, and whether it can be part of
+ * a number or a literal. */
+#define K_NUMBER 1
+#define K_NULL 2
+#define K_TABLE 4
+#define K_SPACE 8
+#define K_TOKEN 16
+
+static const unsigned char byte_kind[256] = {
+    [' '] = K_SPACE, ['\t'] = K_SPACE, ['\r'] = K_SPACE, ['\n'] = K_SPACE, ['a'] = K_TOKEN,
+    ['b'] = K_TOKEN, ['c'] = K_TOKEN, ['d'] = K_TOKEN, ['e'] = K_TOKEN, ['f'] = K_TOKEN,
+    ['g'] = K_TOKEN, ['h'] = K_TOKEN, ['i'] = K_TOKEN, ['j'] = K_TOKEN, ['k'] = K_TOKEN,
+    ['l'] = K_TOKEN, ['m'] = K_TOKEN, ['n'] = K_NULL | K_TOKEN, ['o'] = K_TOKEN,
+    ['p'] = K_TOKEN, ['q'] = K_TOKEN, ['r'] = K_TOKEN, ['s'] = K_TOKEN, ['t'] = K_TOKEN,
+    ['u'] = K_TOKEN, ['v'] = K_TOKEN, ['w'] = K_TOKEN, ['x'] = K_TOKEN, ['y'] = K_TOKEN,
+    ['z'] = K_TOKEN, ['0'] = K_NUMBER | K_TOKEN, ['1'] = K_NUMBER | K_TOKEN,
+    ['2'] = K_NUMBER | K_TOKEN, ['3'] = K_NUMBER | K_TOKEN, ['4'] = K_NUMBER | K_TOKEN,
+    ['5'] = K_NUMBER | K_TOKEN, ['6'] = K_NUMBER | K_TOKEN, ['7'] = K_NUMBER | K_TOKEN,
+    ['8'] = K_NUMBER | K_TOKEN, ['9'] = K_NUMBER | K_TOKEN, ['-'] = K_NUMBER | K_TOKEN,
+    ['+'] = K_TOKEN, ['.'] = K_TOKEN, ['E'] = K_TOKEN, ['{'] = K_TABLE, ['['] = K_TABLE,
+};
+
+#define KIND(c) byte_kind[(unsigned char)(c)]
+
 #if HM_HAS_INTEGERS
 /* cjson 2.1.0 decodes every number as a float; a whole one within
  * lua_Integer's range becomes an integer. */
@@ -337,7 +363,7 @@ enum scan_state {
 
 static int is_json_space(char c)
 {
-    return c == ' ' || c == '\t' || c == '\r' || c == '\n';
+    return KIND(c) == K_SPACE;
 }
 
 static size_t skip_space(const char *p, size_t i, size_t n)
@@ -369,8 +395,7 @@ static size_t string_end(const char *p, size_t i, size_t n)
  * could continue one: what the decoder will reject is its business. */
 static int is_token_byte(char c)
 {
-    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '+' || c == '.'
-        || c == 'E';
+    return (KIND(c) & K_TOKEN) != 0;
 }
 
 /* A key with nothing lua-cjson could reject: no escapes (it checks them),
@@ -579,22 +604,6 @@ static int blank_null_members(char *p, size_t n)
  * the lookups dearer than lua_next: both give up (collect_keys returns 0)
  * and leave the full walk. */
 #define KEYSET_MAX 32
-
-/* What a member's value needs, told by its first byte (a valid value starts
- * with one of `"tfn{[-0123456789`), and the bytes that are JSON space. */
-#define K_NUMBER 1
-#define K_NULL 2
-#define K_TABLE 4
-#define K_SPACE 8
-
-static const unsigned char byte_kind[256] = {
-    [' '] = K_SPACE, ['\t'] = K_SPACE, ['\r'] = K_SPACE, ['\n'] = K_SPACE,
-    ['n'] = K_NULL, ['{'] = K_TABLE, ['['] = K_TABLE, ['-'] = K_NUMBER,
-    ['0'] = K_NUMBER, ['1'] = K_NUMBER, ['2'] = K_NUMBER, ['3'] = K_NUMBER, ['4'] = K_NUMBER,
-    ['5'] = K_NUMBER, ['6'] = K_NUMBER, ['7'] = K_NUMBER, ['8'] = K_NUMBER, ['9'] = K_NUMBER,
-};
-
-#define KIND(c) byte_kind[(unsigned char)(c)]
 
 typedef struct keyset {
     struct { const char *p; size_t len; } key[KEYSET_MAX];
