@@ -161,6 +161,9 @@ describe("Results", function()
     check("spaced_keys", { a = 1, b = { 2, { c = 3 } } })
     check("null_then_int", { a = 1 }) -- the last of the same key wins, as in lua-cjson
     check("prefix_keys", { { id = 1, a = 2 }, { id = 3, a = 4 }, { xid = 5, id = 6 } })
+    check("string_arrays", { { a = { 'x"', ",1" }, b = { "y", 2 } }, { a = {}, f = { "q" } },
+      { f = { 3 }, g = { "s", "t" } }, { g = { { h = 4 } }, i = { "\\" } }, { i = { 5 } } })
+    check("kinds_merge", { { i = { 5 }, j = 1 }, { i = { 6 }, j = 2 }, { i = { "s" }, j = 3 } })
     local many = { {}, { k40 = { k1 = 41 } } }
     for i = 1, 40 do
       many[1]["k" .. i] = i

@@ -605,8 +605,16 @@ static int blank_null_members(char *p, size_t n)
  * and leave the full walk. */
 #define KEYSET_MAX 32
 
+/* Besides the value kinds: an array holding strings only (or nothing), which
+ * needs no fixing either. */
+#define K_STRINGS 32
+
 typedef struct keyset {
-    struct { const char *p; size_t len; } key[KEYSET_MAX];
+    struct {
+        const char *p;
+        size_t len;
+        int kinds; /* what the key's values were: K_NUMBER, K_NULL, K_TABLE, K_STRINGS */
+    } key[KEYSET_MAX];
     unsigned n, next; /* next: the one after the last key found */
 } keyset;
 
@@ -655,7 +663,7 @@ static int escaped(const char *p, const char *q)
  * after the last found is tried first, matched backwards from close: a plain
  * key has no quote of its own, so an unescaped quote just before its bytes
  * opens it. */
-static int keyset_add(keyset *ks, const char *p, const char *close)
+static int keyset_add(keyset *ks, const char *p, const char *close, int kind)
 {
     const char *open;
     unsigned i = ks->next;
@@ -665,6 +673,7 @@ static int keyset_add(keyset *ks, const char *p, const char *close)
             && same_bytes(close - len, ks->key[i].p, len)
             && !((size_t)(close - p) > len + 1 && close[-(ptrdiff_t)len - 2] == '\\'
                  && escaped(p, close - len - 1))) {
+            ks->key[i].kinds |= kind;
             ks->next = i + 1 == ks->n ? 0 : i + 1; /* the next object starts again */
             return 1;
         }
@@ -680,6 +689,7 @@ static int keyset_add(keyset *ks, const char *p, const char *close)
     open++;
     for (i = 0; i < ks->n; i++) {
         if (ks->key[i].len == (size_t)(close - open) && same_bytes(ks->key[i].p, open, ks->key[i].len)) {
+            ks->key[i].kinds |= kind;
             ks->next = i + 1;
             return 1;
         }
@@ -688,26 +698,59 @@ static int keyset_add(keyset *ks, const char *p, const char *close)
         return 0;
     ks->key[ks->n].p = open;
     ks->key[ks->n].len = (size_t)(close - open);
+    ks->key[ks->n].kinds = kind;
     ks->next = ++ks->n;
     return 1;
 }
 
-/* Collect the keys of the members whose values are of the kinds in want. */
+/* Does the array whose '[' is at v hold strings only (or nothing)? The
+ * text is valid JSON: a string ends at the next unescaped quote. */
+static int string_array(const char *p, const char *v, const char *end)
+{
+    const char *q = v + 1;
+    while (q < end && KIND(*q) == K_SPACE)
+        q++;
+    if (q < end && *q == ']')
+        return 1;
+    for (;;) {
+        if (q == end || *q != '"')
+            return 0;
+        do
+            q = memchr(q + 1, '"', (size_t)(end - q - 1));
+        while (q != NULL && escaped(p, q));
+        if (q == NULL)
+            return 0;
+        q++;
+        while (q < end && KIND(*q) == K_SPACE)
+            q++;
+        if (q == end || *q != ',')
+            return q < end && *q == ']';
+        q++;
+        while (q < end && KIND(*q) == K_SPACE)
+            q++;
+    }
+}
+
+/* Collect the keys of the members whose values are of the kinds in want,
+ * with the kinds each key's values were. */
 static int collect_keys(const char *p, size_t n, int want, keyset *ks)
 {
     const char *end = p + n, *c = p;
     ks->n = ks->next = 0;
     while ((c = memchr(c, ':', (size_t)(end - c))) != NULL) {
         const char *v = ++c, *close = c - 2;
+        int kind;
         while (v < end && KIND(*v) == K_SPACE)
             v++;
-        if (v == end || (KIND(*v) & want) == 0)
+        if (v == end || (kind = KIND(*v) & want) == 0)
             continue;
         while (close > p && KIND(*close) == K_SPACE)
             close--;
         if (close <= p || *close != '"' || (close[-1] == '\\' && escaped(p, close)))
             continue; /* not a member's colon */
-        if (!keyset_add(ks, p, close))
+        if (*v == '[' && string_array(p, v, end))
+            kind = K_STRINGS;
+        if (!keyset_add(ks, p, close, kind))
             return 0;
     }
     return 1;
@@ -838,9 +881,13 @@ int hm_json_decode(lua_State *L, hm_request *req, int keep_null)
             && lua_checkstack(L, (int)ks.n + 1)) {
             unsigned k;
             w.keys = lua_gettop(L) + 1;
-            w.nkeys = (int)ks.n;
-            for (k = 0; k < ks.n; k++)
-                lua_pushlstring(L, ks.key[k].p, ks.key[k].len);
+            w.nkeys = 0;
+            for (k = 0; k < ks.n; k++) {
+                if ((ks.key[k].kinds & ~K_STRINGS) != 0) { /* string arrays need nothing */
+                    lua_pushlstring(L, ks.key[k].p, ks.key[k].len);
+                    w.nkeys++;
+                }
+            }
             lua_pushvalue(L, w.keys - 1);
         }
         ok = normalise(L, &w, 1);

@@ -63,6 +63,9 @@ local JSON_CASES = {
   spaced_keys = '{ "a" : 1 ,\n "b"\n:\t[ 2 , { "c" :3 } ] }',
   null_then_int = '{"a":null,"a":1,"b":null}',
   prefix_keys = '[{"id":1,"a":2},{"id":3,"a":4},{"xid":5,"id":6}]',
+  string_arrays = '[{"a":["x\\"",",1"],"b":["y",2]},{"a":[],"f":["q"]},'
+    .. '{"f":[3],"g":[ "s" , "t" ]},{"g":[{"h":4}],"i":["\\\\"]},{"i":[5]}]',
+  kinds_merge = '[{"i":[5],"j":1},{"i":[6],"j":2},{"i":["s"],"j":3}]',
   many_keys = (function()
     local parts = {}
     for i = 1, 40 do
