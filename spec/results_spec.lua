@@ -163,6 +163,7 @@ describe("Results", function()
     check("prefix_keys", { { id = 1, a = 2 }, { id = 3, a = 4 }, { xid = 5, id = 6 } })
     check("string_arrays", { { a = { 'x"', ",1" }, b = { "y", 2 } }, { a = {}, f = { "q" } },
       { f = { 3 }, g = { "s", "t" } }, { g = { { h = 4 } }, i = { "\\" } }, { i = { 5 } } })
+    check("nested_nulls", { { a = { 1, { c = 2 } } }, { d = { { {} } }, f = { heymarket.null, "g" } } })
     check("kinds_merge", { { i = { 5 }, j = 1 }, { i = { 6 }, j = 2 }, { i = { "s" }, j = 3 } })
     local many = { {}, { k40 = { k1 = 41 } } }
     for i = 1, 40 do

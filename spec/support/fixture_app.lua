@@ -65,6 +65,7 @@ local JSON_CASES = {
   prefix_keys = '[{"id":1,"a":2},{"id":3,"a":4},{"xid":5,"id":6}]',
   string_arrays = '[{"a":["x\\"",",1"],"b":["y",2]},{"a":[],"f":["q"]},'
     .. '{"f":[3],"g":[ "s" , "t" ]},{"g":[{"h":4}],"i":["\\\\"]},{"i":[5]}]',
+  nested_nulls = '[{"a":[1,{"b":null,"c":2}]},{"d":[[{"e":null}]],"f":[null,"g"]}]',
   kinds_merge = '[{"i":[5],"j":1},{"i":[6],"j":2},{"i":["s"],"j":3}]',
   many_keys = (function()
     local parts = {}
