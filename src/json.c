@@ -617,6 +617,8 @@ typedef struct keyset {
         const char *p;
         size_t len;
         int kinds; /* what the key's values were: K_NUMBER, K_NULL, K_TABLE, K_FLAT */
+        uint64_t tail, mask; /* the 8 bytes ending the key as found (mask: those
+                                of its opening quote and itself), 0: none */
     } key[KEYSET_MAX];
     unsigned n, next; /* next: the one after the last key found */
 } keyset;
@@ -666,20 +668,35 @@ static int escaped(const char *p, const char *q)
  * after the last found is tried first, matched backwards from close: a plain
  * key has no quote of its own, so an unescaped quote just before its bytes
  * opens it. */
+/* Is key i of ks the one whose closing quote is at close? */
+static int key_again(const keyset *ks, unsigned i, const char *p, const char *close)
+{
+    size_t len = ks->key[i].len;
+    if (ks->key[i].mask != 0 && close - p >= 8) {
+        /* one 8-byte compare: the quote and the key, or the key's last 8 */
+        uint64_t w;
+        memcpy(&w, close - 8, 8);
+        if ((w & ks->key[i].mask) != ks->key[i].tail)
+            return 0;
+        if (len >= 8
+            && !(close[-(ptrdiff_t)len - 1] == '"' && same_bytes(close - len, ks->key[i].p, len - 8)))
+            return 0;
+    } else if (!((size_t)(close - p) > len && close[-(ptrdiff_t)len - 1] == '"'
+                 && same_bytes(close - len, ks->key[i].p, len)))
+        return 0;
+    /* ...and its opening quote is not escaped */
+    return !((size_t)(close - p) > len + 1 && close[-(ptrdiff_t)len - 2] == '\\'
+             && escaped(p, close - len - 1));
+}
+
 static int keyset_add(keyset *ks, const char *p, const char *close, int kind)
 {
     const char *open;
     unsigned i = ks->next;
-    if (i < ks->n) {
-        size_t len = ks->key[i].len;
-        if ((size_t)(close - p) > len && close[-(ptrdiff_t)len - 1] == '"'
-            && same_bytes(close - len, ks->key[i].p, len)
-            && !((size_t)(close - p) > len + 1 && close[-(ptrdiff_t)len - 2] == '\\'
-                 && escaped(p, close - len - 1))) {
-            ks->key[i].kinds |= kind;
-            ks->next = i + 1 == ks->n ? 0 : i + 1; /* the next object starts again */
-            return 1;
-        }
+    if (i < ks->n && key_again(ks, i, p, close)) {
+        ks->key[i].kinds |= kind;
+        ks->next = i + 1 == ks->n ? 0 : i + 1; /* the next object starts again */
+        return 1;
     }
     /* The opening quote: the unescaped one before close. */
     open = close;
@@ -702,6 +719,15 @@ static int keyset_add(keyset *ks, const char *p, const char *close, int kind)
     ks->key[ks->n].p = open;
     ks->key[ks->n].len = (size_t)(close - open);
     ks->key[ks->n].kinds = kind;
+    ks->key[ks->n].tail = ks->key[ks->n].mask = 0;
+    if (close - p >= 8) {
+        unsigned char m[8] = {0};
+        size_t b = (size_t)(close - open) + 1; /* the quote and the key */
+        memset(m + (b < 8 ? 8 - b : 0), 0xff, b < 8 ? b : 8);
+        memcpy(&ks->key[ks->n].mask, m, 8);
+        memcpy(&ks->key[ks->n].tail, close - 8, 8);
+        ks->key[ks->n].tail &= ks->key[ks->n].mask;
+    }
     ks->next = ++ks->n;
     return 1;
 }
