@@ -52,9 +52,9 @@ static int ascii_lower(int ch)
 }
 
 /* Does the header line start with name (lower case, including ':')? */
-static int header_is(const char *line, size_t len, const char *name)
+static int header_is(const char *line, size_t len, const char *name, size_t n)
 {
-    size_t i, n = strlen(name);
+    size_t i;
     if (len < n)
         return 0;
     for (i = 0; i < n; i++)
@@ -62,6 +62,7 @@ static int header_is(const char *line, size_t len, const char *name)
             return 0;
     return 1;
 }
+#define HEADER_IS(line, len, name) header_is((line), (len), (name), sizeof(name) - 1)
 
 static char *dup_trimmed(const char *p, size_t n)
 {
@@ -138,7 +139,13 @@ static size_t on_header(char *line, size_t size, size_t nitems, void *ud)
 
     while (len > 0 && (line[len - 1] == '\r' || line[len - 1] == '\n'))
         len--;
-    if (header_is(line, len, "http/")) {
+    switch (len > 0 ? ascii_lower((unsigned char)line[0]) : 0) {
+    case 'h': case 'x': case 'r': case 'l':
+        break;
+    default:
+        return total; /* none of the lines read below (most headers) */
+    }
+    if (HEADER_IS(line, len, "http/")) {
         /* A new response (after 100 Continue, or a proxy's CONNECT). */
         /* Kept whole: errors.c redacts the key before it cuts anything. */
         const char *sp = memchr(line, ' ', len);
@@ -149,16 +156,16 @@ static size_t on_header(char *line, size_t size, size_t nitems, void *ud)
             req->out_of_memory = 1;
         return total;
     }
-    if (header_is(line, len, "x-request-id:")) {
+    if (HEADER_IS(line, len, "x-request-id:")) {
         slot = &req->request_id;
         skip = 13;
-    } else if (header_is(line, len, "request-id:")) {
+    } else if (HEADER_IS(line, len, "request-id:")) {
         slot = &req->request_id;
         skip = 11;
-    } else if (header_is(line, len, "location:")) {
+    } else if (HEADER_IS(line, len, "location:")) {
         slot = &req->location;
         skip = 9;
-    } else if (header_is(line, len, "retry-after:")) {
+    } else if (HEADER_IS(line, len, "retry-after:")) {
         char *value = dup_trimmed(line + 12, len - 12);
         if (value == NULL)
             req->out_of_memory = 1;
