@@ -37,7 +37,7 @@ static void check_clean(lua_State *L, int idx, const char *what)
 static int failure(lua_State *L)
 {
     hm_request *req = lua_touserdata(L, 1);
-    hm_push_failure(L, req, req->kind, req->detail[0] ? req->detail : NULL);
+    hm_push_failure(L, req, req->kind, req->detail != NULL && req->detail[0] ? req->detail : NULL);
     check_clean(L, -2, "the message");
     lua_pushnil(L);
     while (lua_next(L, -2) != 0) {
@@ -67,6 +67,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     hm_request req;
     const char *p = (const char *)data, *end = p + size;
     char key[sizeof KEY];
+    char detail[HM_DETAIL_MAX + 1];
 
     if (L == NULL)
         L = setup();
@@ -94,7 +95,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     on_body((char *)data, 1, size, &req);
     req.status = size > 0 ? 100 + data[0] * 2 : 500;
     req.kind = req.status >= 200 && req.status < 300 ? HM_KIND_DECODE : HM_KIND_HTTP;
-    strncpy(req.detail, (const char *)data, size < sizeof req.detail ? size : sizeof req.detail - 1);
+    memset(detail, 0, sizeof detail);
+    memcpy(detail, data, size < sizeof detail ? size : sizeof detail - 1);
+    req.detail = detail; /* not owned: never freed */
 
     lua_getglobal(L, "failure");
     lua_pushlightuserdata(L, &req);

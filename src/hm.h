@@ -104,6 +104,7 @@ struct hm_client {
     hm_request *active;       /* requests not yet done, linked through next/prev */
     struct hm_idle {
         CURL *easy;           /* set up for this client, not in use */
+        char *errbuf;         /* its CURLOPT_ERRORBUFFER, kept with it */
         double since;         /* hm_now() when it was put back */
     } *idle;                  /* the most recently used last */
     int n_idle, cap_idle;
@@ -167,12 +168,13 @@ struct hm_request {
     char *location;
     double retry_after;       /* seconds, or < 0 when absent */
     CURLcode curl_code;
-    char errbuf[CURL_ERROR_SIZE];
+    char *errbuf;             /* easy's CURLOPT_ERRORBUFFER: goes with the handle */
 
     /* The outcome, once done. */
     hm_kind kind;
     int retryable;
-    char detail[256];         /* transport description, for non-http failures */
+    const char *detail;       /* transport description, for non-http failures */
+    int detail_owned;         /* detail was allocated for this request */
 };
 
 /* heymarket.c: the one exported symbol */
@@ -187,6 +189,8 @@ HM_INTERNAL void hm_loop_forked(hm_client *c);
 HM_INTERNAL void hm_attempt_start(hm_request *req);
 HM_INTERNAL void hm_attempt_complete(hm_request *req, CURLcode code);
 HM_INTERNAL void hm_request_finish(hm_request *req, hm_kind kind, const char *detail);
+#define HM_DETAIL_MAX 255 /* a failure description is cut to this many bytes */
+HM_INTERNAL void hm_request_set_detail(hm_request *req, const char *detail, int copy);
 HM_INTERNAL void hm_request_release(hm_request *req);
 HM_INTERNAL void hm_request_drop_body(hm_request *req);
 HM_INTERNAL void hm_client_shutdown(hm_client *c);

@@ -198,7 +198,7 @@ static int request_gc(lua_State *L)
         req->state = HM_DONE;
         req->kind = HM_KIND_CANCELLED;
         req->status = 0;
-        strcpy(req->detail, "the request was garbage-collected");
+        hm_request_set_detail(req, "the request was garbage-collected", 0);
     }
     return 0;
 }

@@ -385,8 +385,10 @@ static void trim_idle(hm_client *c)
 {
     double old = hm_now() - HM_IDLE_SECONDS;
     int n = 0, i;
-    while (c->n_idle - n > HM_IDLE_KEEP && c->idle[n].since < old)
-        curl_easy_cleanup(c->idle[n++].easy);
+    while (c->n_idle - n > HM_IDLE_KEEP && c->idle[n].since < old) {
+        curl_easy_cleanup(c->idle[n].easy);
+        free(c->idle[n++].errbuf);
+    }
     if (n > 0) {
         for (i = n; i < c->n_idle; i++)
             c->idle[i - n] = c->idle[i];
@@ -436,11 +438,15 @@ static void drop_easy(hm_request *req)
         curl_easy_setopt(req->easy, CURLOPT_OPENSOCKETDATA, NULL);
         curl_easy_setopt(req->easy, CURLOPT_PRIVATE, NULL);
         c->idle[c->n_idle].easy = req->easy;
+        c->idle[c->n_idle].errbuf = req->errbuf;
         c->idle[c->n_idle].since = hm_now();
         c->n_idle++;
-    } else
+    } else {
         curl_easy_cleanup(req->easy);
+        free(req->errbuf);
+    }
     req->easy = NULL;
+    req->errbuf = NULL;
 }
 
 static void unlink_request(hm_request *req)
@@ -466,9 +472,36 @@ void hm_request_finish(hm_request *req, hm_kind kind, const char *detail)
     req->state = HM_DONE;
     req->kind = kind;
     hm_loop_finished(req->client);
-    if (detail != NULL) {
-        strncpy(req->detail, detail, sizeof req->detail - 1);
-        req->detail[sizeof req->detail - 1] = '\0';
+    hm_request_set_detail(req, detail, 1);
+}
+
+/* Set req's failure description: a copy of detail (cut to HM_DETAIL_MAX
+ * bytes), or detail itself when it is a literal that outlives the request.
+ * Without memory for a copy, none: the kind's name is said instead. */
+void hm_request_set_detail(hm_request *req, const char *detail, int copy)
+{
+    if (detail != NULL && detail == req->detail)
+        return; /* already so */
+    if (req->detail_owned)
+        free((char *)req->detail);
+    req->detail = NULL;
+    req->detail_owned = 0;
+    if (detail == NULL || !copy) {
+        req->detail = detail;
+        return;
+    }
+    {
+        size_t n = strlen(detail);
+        char *mine;
+        if (n > HM_DETAIL_MAX)
+            n = HM_DETAIL_MAX;
+        mine = malloc(n + 1);
+        if (mine != NULL) {
+            memcpy(mine, detail, n);
+            mine[n] = '\0';
+            req->detail = mine;
+            req->detail_owned = 1;
+        }
     }
 }
 
@@ -514,17 +547,22 @@ static CURL *make_easy(hm_request *req)
 {
     hm_client *c = req->client;
     CURL *e;
+    char *errbuf;
     if (c->n_idle > 0) {
-        e = c->idle[--c->n_idle].easy;
+        c->n_idle--;
+        e = c->idle[c->n_idle].easy;
+        errbuf = c->idle[c->n_idle].errbuf;
     } else {
         e = curl_easy_init();
-        if (e == NULL)
-            return NULL;
-        if (!setup_easy(c, e)) {
+        errbuf = malloc(CURL_ERROR_SIZE);
+        if (e == NULL || errbuf == NULL || !setup_easy(c, e)) {
             curl_easy_cleanup(e);
+            free(errbuf);
             return NULL;
         }
     }
+    errbuf[0] = '\0';
+    req->errbuf = errbuf;
     if (!set_url(req, e)
         || curl_easy_setopt(e, CURLOPT_WRITEDATA, req) != CURLE_OK
         || curl_easy_setopt(e, CURLOPT_HEADERDATA, req) != CURLE_OK
@@ -533,6 +571,8 @@ static CURL *make_easy(hm_request *req)
         || curl_easy_setopt(e, CURLOPT_PRIVATE, req) != CURLE_OK) {
         release_url(req);
         curl_easy_cleanup(e);
+        free(errbuf);
+        req->errbuf = NULL;
         return NULL;
     }
     return e;
@@ -546,7 +586,6 @@ static void start_attempt(hm_request *req)
     req->too_large = req->out_of_memory = req->socket_errno = 0;
     req->status = 0;
     req->curl_code = CURLE_OK;
-    req->errbuf[0] = '\0';
     /* A closed client never sends: its headers (the key) are gone. (A
      * finalizer may have closed it while its request was being made.) */
     if (c->closed) {
@@ -616,11 +655,17 @@ static void complete_attempt(hm_request *req, CURLcode code)
     int retryable = 0;
     const char *detail = NULL;
     double wait;
+    char curl_words[CURL_ERROR_SIZE]; /* the error buffer goes with the handle */
 
     int os_errno = req->socket_errno;
 
     curl_easy_getinfo(req->easy, CURLINFO_RESPONSE_CODE, &req->status);
     req->curl_code = code;
+    curl_words[0] = '\0';
+    if (code != CURLE_OK && req->errbuf != NULL) {
+        strncpy(curl_words, req->errbuf, sizeof curl_words - 1);
+        curl_words[sizeof curl_words - 1] = '\0';
+    }
     drop_easy(req);
 
     if (req->out_of_memory || code == CURLE_OUT_OF_MEMORY) {
@@ -654,7 +699,7 @@ static void complete_attempt(hm_request *req, CURLcode code)
         retryable = is_retryable_status(req->status);
     }
     if (code != CURLE_OK && detail == NULL)
-        detail = req->errbuf[0] ? req->errbuf : curl_easy_strerror(code);
+        detail = curl_words[0] ? curl_words : curl_easy_strerror(code);
     req->retryable = retryable;
 
     if (!retryable || req->attempts > c->max_retries
@@ -711,6 +756,7 @@ void hm_request_release(hm_request *req)
     }
     reset_response_headers(req);
     hm_request_drop_body(req);
+    hm_request_set_detail(req, NULL, 0);
 }
 
 /* Done with req's body: the client keeps the buffer for its next request
@@ -737,8 +783,11 @@ void hm_client_shutdown(hm_client *c)
     check_fork(c);
     while ((r = c->active) != NULL)
         hm_request_finish(r, HM_KIND_CANCELLED, "the client was closed");
-    while (c->n_idle > 0)
-        curl_easy_cleanup(c->idle[--c->n_idle].easy);
+    while (c->n_idle > 0) {
+        c->n_idle--;
+        curl_easy_cleanup(c->idle[c->n_idle].easy);
+        free(c->idle[c->n_idle].errbuf);
+    }
     free(c->idle);
     c->idle = NULL;
     c->cap_idle = 0;
