@@ -1,8 +1,8 @@
 /* libFuzzer target, built against Lua 5.1, where heymarket drops the nulls of
- * objects by looking them up under the keys a pass over the body found, or,
- * where that pass gives up (escaped keys, too many keys), by blanking
- * `"key": null` members in the body text before lua-cjson decodes it
- * (json.c). A differential check against lua-cjson itself: the
+ * objects by blanking `"key": null` members in the body text before lua-cjson
+ * decodes it, or, where blanking gives up, by looking them up under the keys
+ * a pass over the body found (json.c). A differential check against
+ * lua-cjson itself: the
  * first byte picks keep_null, the rest is the body, and
  *   - heymarket's decode succeeds exactly when lua-cjson's does (blanking
  *     never makes an invalid body valid, nor a valid one invalid);
