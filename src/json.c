@@ -591,13 +591,14 @@ static int blank_null_members(char *p, size_t n)
 /* Where whole floats must become integers (lua-cjson 2.1.0 on 5.3+), a walk
  * over every member with lua_next costs a hash lookup a step and visits the
  * strings and booleans that need nothing. One pass over the body instead
- * collects the keys whose values are numbers, nulls, objects or arrays; the
- * walk then looks up only those keys in each object (a key an object lacks
- * costs one failed lookup).
+ * collects the keys whose values are numbers, nulls, objects or arrays with
+ * something to fix inside; the walk then looks up only those keys in each
+ * object (a key an object lacks costs one failed lookup).
  *
- * The pass runs only after the body decoded, so the text is valid JSON, and
- * it stops only at colons: a member's colon follows its key's closing quote
- * (and maybe spaces), and that quote is unescaped, so every key is found.
+ * The pass runs before decoding, and what it found is used only when the
+ * body then decoded, so only its reading of valid JSON counts. It stops
+ * only at colons: a member's colon follows its key's closing quote (and
+ * maybe spaces), and that quote is unescaped, so every key is found.
  * A colon inside a string can look the same (`{"k,":" :1"}`); it adds a key
  * that is looked up for nothing, never hides one. (lua-cjson stops at a NUL
  * byte; keys after one are looked up for nothing too.) A key with an escape
@@ -661,12 +662,9 @@ static int escaped(const char *p, const char *q)
     return ((q - b) & 1) != 0;
 }
 
-/* The key whose closing quote is at close (unescaped): add it unless it is
- * there. The objects of an array repeat their keys in one order, so the one
- * after the last found is tried first, matched backwards from close: a plain
- * key has no quote of its own, so an unescaped quote just before its bytes
- * opens it. */
-/* Is key i of ks the one whose closing quote is at close? */
+/* Is key i of ks the one whose closing quote is at close? Matched backwards
+ * from close: a plain key has no quote of its own, so an unescaped quote
+ * just before its bytes opens it. */
 static int key_again(const keyset *ks, unsigned i, const char *p, const char *close)
 {
     size_t len = ks->key[i].len;
@@ -677,7 +675,8 @@ static int key_again(const keyset *ks, unsigned i, const char *p, const char *cl
         if ((w & ks->key[i].mask) != ks->key[i].tail)
             return 0;
         if (len >= 8
-            && !(close[-(ptrdiff_t)len - 1] == '"' && same_bytes(close - len, ks->key[i].p, len - 8)))
+            && !((size_t)(close - p) > len && close[-(ptrdiff_t)len - 1] == '"'
+                 && same_bytes(close - len, ks->key[i].p, len - 8)))
             return 0;
     } else if (!((size_t)(close - p) > len && close[-(ptrdiff_t)len - 1] == '"'
                  && same_bytes(close - len, ks->key[i].p, len)))
@@ -687,6 +686,10 @@ static int key_again(const keyset *ks, unsigned i, const char *p, const char *cl
              && escaped(p, close - len - 1));
 }
 
+/* The key whose closing quote is at close (unescaped): add it, with the kind
+ * of its value, unless it is there. The objects of an array repeat their
+ * keys in one order, so the one after the last found is tried first.
+ * Returns 0 when the pass must give up. */
 static int keyset_add(keyset *ks, const char *p, const char *close, int kind)
 {
     const char *open;
@@ -776,12 +779,13 @@ static int collect_keys(const char *p, size_t n, int want, int elem_want, keyset
     const char *end = p + n, *c = p;
     ks->n = ks->next = 0;
     while ((c = memchr(c, ':', (size_t)(end - c))) != NULL) {
-        const char *v = ++c, *close = c - 2;
+        const char *v = ++c, *close;
         int kind;
         while (v < end && KIND(*v) == K_SPACE)
             v++;
-        if (v == end || (kind = KIND(*v) & want) == 0)
+        if (v == end || (kind = KIND(*v) & want) == 0 || c - 1 == p)
             continue;
+        close = c - 2;
         while (close > p && KIND(*close) == K_SPACE)
             close--;
         if (close <= p || *close != '"' || (close[-1] == '\\' && escaped(p, close)))
