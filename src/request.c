@@ -13,7 +13,7 @@ hm_request *hm_request_push(lua_State *L, hm_client *c, int client_idx, const ch
                             hm_shape shape)
 {
     size_t plen = strlen(path), blen = strlen(c->base_url);
-    hm_request *req = hm_newuserdata(L, sizeof *req + plen + 1 + blen + plen + 1);
+    hm_request *req = hm_newuserdata2(L, sizeof *req + plen + 1 + blen + plen + 1);
     char *text = (char *)(req + 1);
     memset(req, 0, sizeof *req);
     req->retry_after = -1;
@@ -27,11 +27,10 @@ hm_request *hm_request_push(lua_State *L, hm_client *c, int client_idx, const ch
     luaL_getmetatable(L, HM_REQUEST_MT);
     lua_setmetatable(L, -2);
 
-    /* The user value {client, result}: the client lives as long as the request. */
-    lua_createtable(L, 2, 0);
+    /* User values: the client (it lives as long as the request), and later
+     * the result. */
     lua_pushvalue(L, client_idx);
-    lua_rawseti(L, -2, 1);
-    hm_setuservalue(L, -2);
+    hm_uv_set(L, lua_gettop(L) - 1, 1);
     /* Allocating above may have run a finalizer that closed the client:
      * then the request ends at once, unsent (start_attempt checks). */
     hm_request_begin(req);
@@ -145,37 +144,37 @@ static int request_result(lua_State *L)
     if (req->state != HM_DONE)
         luaL_error(L, "heymarket: request is not finished (call wait() or poll() until true)");
     lua_settop(L, 1);
-    hm_getuservalue(L, 1);
     if (!req->has_result) {
-        /* Decode once, keep the values with the request for later calls. */
+        /* Decode once, keep the values with the request (user value 2) for
+         * later calls. */
         n = push_outcome(L, req);
         if (n == 1) {
             /* A success: the value itself, no table around it. */
-            lua_pushvalue(L, 3);
-            lua_rawseti(L, 2, 2);
+            lua_pushvalue(L, 2);
+            hm_uv_set(L, 1, 2);
             req->has_result = 1;
         } else {
             lua_createtable(L, n, 1);
             for (i = 1; i <= n; i++) {
-                lua_pushvalue(L, 2 + i);
+                lua_pushvalue(L, 1 + i);
                 lua_rawseti(L, -2, i);
             }
             lua_pushinteger(L, n);
             lua_setfield(L, -2, "n");
-            lua_rawseti(L, 2, 2);
+            hm_uv_set(L, 1, 2);
             req->has_result = 2;
         }
         hm_request_drop_body(req);
         return n;
     }
-    lua_rawgeti(L, 2, 2);
+    hm_uv_get(L, 1, 2);
     if (req->has_result == 1)
         return 1;
-    lua_getfield(L, 3, "n");
+    lua_getfield(L, 2, "n");
     n = (int)lua_tointeger(L, -1);
     lua_pop(L, 1);
     for (i = 1; i <= n; i++)
-        lua_rawgeti(L, 3, i);
+        lua_rawgeti(L, 2, i);
     return n;
 }
 
