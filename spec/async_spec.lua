@@ -205,6 +205,54 @@ describe("Non-blocking use", function()
   end)
 
   describe("lifetimes", function()
+    it("result() called again by a finalizer while the body decodes decodes for itself, harmlessly", function()
+      -- A finalizer can run whenever lua-cjson allocates. If it takes the same
+      -- request's result, that inner call decodes too, and must not free the
+      -- body the outer call is still reading (it did: a crash, or keys read
+      -- from freed memory). Run in a child: the failure was a crash.
+      local out = util.run_lua(string.format([[
+        local heymarket = require("heymarket")
+        local c = heymarket.new({ api_key = %q, base_url = %q, max_retries = 0 })
+        local r1 = c:get_async("/t/many/1000/v1/inboxes")
+        local r2 = c:get_async("/t/many/5/v1/inboxes")
+        assert(r1:wait(10) and r2:wait(10))
+        assert(r2:result()) -- its body buffer becomes the client's spare
+        local inner, armed, fired
+        local function on_gc()
+          if armed and not fired then
+            fired = true
+            inner = select(2, pcall(r1.result, r1))
+          end
+        end
+        local held = {}
+        for i = 1, 200 do
+          if newproxy then
+            held[i] = newproxy(true) -- 5.1 and LuaJIT
+            getmetatable(held[i]).__gc = on_gc
+          else
+            held[i] = setmetatable({}, { __gc = on_gc })
+          end
+        end
+        -- a collector step at every allocation, so one runs during the decode
+        if _VERSION == "Lua 5.4" then collectgarbage("incremental", 100, 400) end
+        collectgarbage("setpause", 100)
+        collectgarbage("setstepmul", 400)
+        held, armed = nil, true -- garbage from now on
+        local outer = r1:result()
+        local floats = 0
+        for _, inbox in ipairs(outer) do
+          if math.type and math.type(inbox.id) ~= "integer" then floats = floats + 1 end
+        end
+        print(string.format("outer %%d %%d", #outer, floats))
+        print(string.format("inner %%s %%s", type(inner) == "table" and #inner or tostring(inner),
+          tostring(inner ~= outer)))
+      ]], srv.key, srv.http))
+      assert.matches("outer 1000 0", out, 1, true)
+      -- the finalizer ran inside the outer decode (else this proves nothing):
+      -- it decoded for itself, so it holds another table
+      assert.matches("inner 1000 true", out, 1, true)
+    end)
+
     it("a request garbage-collected while in flight is cleaned up", function()
       local c = util.client(srv, "/t/sleep/300")
       local weak = setmetatable({}, { __mode = "v" })

@@ -143,6 +143,9 @@ struct hm_client {
 
 struct hm_request {
     hm_client *client;        /* stays valid: the request's user value holds the client */
+    int reading;              /* push_outcome is reading the body (a finalizer run
+                               * meanwhile may call result() again: that inner call
+                               * must leave the body alone) */
     int has_result;           /* its result is cached in the user value, slot 2: the
                                * value itself (1), or a table of n values (2) */
     int linked;               /* in client->active */

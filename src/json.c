@@ -198,11 +198,14 @@ static int normalise(lua_State *L, const walk *w, int depth);
 #if HM_HAS_INTEGERS
 /* The number at the top, stored under the key at key_idx (or, when key_idx
  * is 0, index i) of the table at t: a float with an exact integer value in
- * range becomes that integer (an integer is stored again as itself). */
+ * range becomes that integer. */
 static void fix_number(lua_State *L, int t, int key_idx, lua_Integer i)
 {
-    lua_Number n = lua_tonumber(L, -1);
+    lua_Number n;
     lua_Integer v;
+    if (lua_isinteger(L, -1)) /* a decoder that gives some integers: 2^53 + 1 stays */
+        return;
+    n = lua_tonumber(L, -1);
     if (!lua_numbertointeger(n, &v) || (lua_Number)v != n)
         return;
     if (key_idx != 0) {

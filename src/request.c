@@ -37,11 +37,9 @@ hm_request *hm_request_push(lua_State *L, hm_client *c, int client_idx, const ch
     return req;
 }
 
-/* Push what the blocking call returns for a finished request. */
-static int push_outcome(lua_State *L, hm_request *req)
+/* push_outcome, with the body guarded. */
+static int push_outcome_now(lua_State *L, hm_request *req)
 {
-    if (req->kind == HM_KIND_NOMEM)
-        return hm_raise_memory(L);
     if (req->kind != HM_OK)
         return hm_push_failure(L, req, req->kind, req->detail);
     if (req->shape == HM_SHAPE_RAW) {
@@ -58,6 +56,21 @@ static int push_outcome(lua_State *L, hm_request *req)
         lua_pop(L, 1);
         return hm_push_failure(L, req, HM_KIND_DECODE, why);
     }
+}
+
+/* Push what the blocking call returns for a finished request. Anything that
+ * allocates can run a finalizer, and a finalizer can call this request's
+ * result() again: the inner call then leaves the body to this one (reading
+ * stays raised if this raises; the body is then freed by __gc). */
+static int push_outcome(lua_State *L, hm_request *req)
+{
+    int n;
+    if (req->kind == HM_KIND_NOMEM)
+        return hm_raise_memory(L);
+    req->reading++;
+    n = push_outcome_now(L, req);
+    req->reading--;
+    return n;
 }
 
 /* A blocking call in an nginx worker stalls every request the worker
@@ -164,7 +177,8 @@ static int request_result(lua_State *L)
             hm_uv_set(L, 1, 2);
             req->has_result = 2;
         }
-        hm_request_drop_body(req);
+        if (req->reading == 0) /* else an outer call is still reading it */
+            hm_request_drop_body(req);
         return n;
     }
     hm_uv_get(L, 1, 2);

@@ -269,7 +269,10 @@ static void check_fork(hm_client *c)
     if (c->pid == pid)
         return;
     c->multi = NULL;
-    c->n_idle = 0;
+    /* The handles hold the parent's sockets and are abandoned; their error
+     * buffers are plain memory. */
+    while (c->n_idle > 0)
+        free(c->idle[--c->n_idle].errbuf);
     for (i = 0; i < HM_URL_CACHE; i++)
         c->urls[i].users = 0; /* the handles set to them are abandoned */
     c->pid = pid;
@@ -279,6 +282,8 @@ static void check_fork(hm_client *c)
         c->rng = 1;
     while ((r = c->active) != NULL) {
         r->easy = NULL;
+        free(r->errbuf);
+        r->errbuf = NULL;
         hm_request_finish(r, HM_KIND_CANCELLED, "the process forked while the request was in flight");
     }
 }
@@ -612,6 +617,8 @@ static void start_attempt(hm_request *req)
         release_url(req);
         curl_easy_cleanup(req->easy);
         req->easy = NULL;
+        free(req->errbuf);
+        req->errbuf = NULL;
         hm_request_finish(req, HM_KIND_NOMEM, "could not add the transfer to the multi handle");
         return;
     }
