@@ -96,8 +96,10 @@ static int decode(lua_State *L)
     /* lua-cjson's own value first: the body may be changed in place */
     lua_getfield(L, lua_upvalueindex(1), HM_STATE_DECODE);
     lua_pushlstring(L, req->body.data, req->body.len);
-    if (lua_pcall(L, 1, 1, 0) != 0)
-        lua_pushnil(L); /* ours must fail too, or be nil: compared below */
+    if (lua_pcall(L, 1, 1, 0) != 0) {
+        lua_pop(L, 1);
+        lua_pushnil(L); /* lua-cjson refused it: so must we (compared below) */
+    }
     if (hm_json_decode(L, req, keep_null)) {
         if (lua_istable(L, -1))
             check(L, keep_null, 0);
@@ -105,6 +107,10 @@ static int decode(lua_State *L)
             fprintf(stderr, "the decoded value is not lua-cjson's, normalised\n");
             abort();
         }
+    } else if (!lua_isnil(L, 1) && strncmp(lua_tostring(L, -1), "invalid JSON", 12) == 0) {
+        /* the same decoder refused what it took as sent: the body was changed */
+        fprintf(stderr, "lua-cjson decodes the body, heymarket said: %s\n", lua_tostring(L, -1));
+        abort();
     }
     return 0;
 }
