@@ -8,6 +8,7 @@
  * whichever way the walk found the values to fix).
  * Build and run: make fuzz */
 #include "../src/hm.h"
+#include "fuzz_state.h"
 
 #include <lualib.h>
 #include <math.h>
@@ -119,15 +120,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static lua_State *L;
     hm_request req;
-    if (L == NULL) {
-        L = luaL_newstate();
-        luaL_openlibs(L);
-        lua_newtable(L);
-        if (!hm_json_setup(L))
-            abort();
-        lua_pushcclosure(L, decode, 1);
-        lua_setglobal(L, "decode");
-    }
+    if (L == NULL)
+        L = fuzz_state(decode, "decode");
     if (size == 0)
         return 0;
     memset(&req, 0, sizeof req);

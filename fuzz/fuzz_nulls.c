@@ -11,6 +11,7 @@
  *   - on failure the body is as it was sent (err.body shows it).
  * Build and run: make fuzz */
 #include "../src/hm.h"
+#include "fuzz_state.h"
 
 #include <lualib.h>
 #include <stdio.h>
@@ -70,13 +71,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     char *body;
     int keep_null, ok;
     if (L == NULL) {
-        L = luaL_newstate();
-        luaL_openlibs(L);
-        lua_newtable(L);
-        if (!hm_json_setup(L))
-            abort();
-        lua_pushcclosure(L, decode, 1);
-        lua_setglobal(L, "decode");
+        L = fuzz_state(decode, "decode");
         if (luaL_loadstring(L, REFERENCE) != 0 || lua_pcall(L, 0, 1, 0) != 0) {
             fprintf(stderr, "reference: %s\n", lua_tostring(L, -1));
             abort();

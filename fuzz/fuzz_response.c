@@ -6,6 +6,7 @@
  * It includes transfer.c to reach its static callbacks.
  * Build and run: make fuzz */
 #include "../src/transfer.c"
+#include "fuzz_state.h"
 
 #include <lualib.h>
 #include <stdio.h>
@@ -48,18 +49,6 @@ static int failure(lua_State *L)
     return 0;
 }
 
-static lua_State *setup(void)
-{
-    lua_State *L = luaL_newstate();
-    luaL_openlibs(L);
-    lua_newtable(L);
-    if (!hm_json_setup(L))
-        abort();
-    lua_pushcclosure(L, failure, 1);
-    lua_setglobal(L, "failure");
-    return L;
-}
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static lua_State *L;
@@ -70,7 +59,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     char detail[HM_DETAIL_MAX + 1];
 
     if (L == NULL)
-        L = setup();
+        L = fuzz_state(failure, "failure");
     memcpy(key, KEY, sizeof KEY);
     memset(&req, 0, sizeof req);
     client.api_key = key;
