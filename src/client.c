@@ -61,28 +61,30 @@ static int append_header(hm_client *c, const char *line)
  * encoding this libcurl can decode, in libcurl's order. */
 static void accept_encoding(char line[64])
 {
+    static const struct {
+        int feature;
+        const char *names;
+    } encodings[] = {
+        {CURL_VERSION_LIBZ, "deflate, gzip"},
+#ifdef CURL_VERSION_BROTLI
+        {CURL_VERSION_BROTLI, "br"},
+#endif
+#ifdef CURL_VERSION_ZSTD
+        {CURL_VERSION_ZSTD, "zstd"},
+#endif
+    };
     const curl_version_info_data *v = curl_version_info(CURLVERSION_NOW);
     int features = v != NULL ? v->features : 0;
     const char *sep = "";
+    size_t i;
     strcpy(line, "Accept-Encoding: ");
-    if (features & CURL_VERSION_LIBZ) {
-        strcat(line, "deflate, gzip");
-        sep = ", ";
+    for (i = 0; i < sizeof encodings / sizeof encodings[0]; i++) {
+        if (features & encodings[i].feature) {
+            strcat(line, sep);
+            strcat(line, encodings[i].names);
+            sep = ", ";
+        }
     }
-#ifdef CURL_VERSION_BROTLI
-    if (features & CURL_VERSION_BROTLI) {
-        strcat(line, sep);
-        strcat(line, "br");
-        sep = ", ";
-    }
-#endif
-#ifdef CURL_VERSION_ZSTD
-    if (features & CURL_VERSION_ZSTD) {
-        strcat(line, sep);
-        strcat(line, "zstd");
-        sep = ", ";
-    }
-#endif
     if (sep[0] == '\0')
         strcat(line, "identity");
 }
