@@ -404,38 +404,34 @@ local function main(srv)
       or " (no connection cap, like this heymarket build)")
   out("")
 
+  local results = {}
+  -- Run each case under each Lua, one table row per contestant; the results
+  -- are kept by case[key] .. lua for the targets below.
+  local function run_cases(cases, key)
+    for _, case in ipairs(cases) do
+      for _, lua in ipairs(LUAS) do
+        local r = bench_case(srv, lua, case, maxconn)
+        results[case[key] .. lua] = r
+        for _, row in ipairs(r.rows) do
+          out("| %s | %s | %s | %.0f | %.1f | %s | %s | %.2f |", case.label, lua, row.name, row.rate,
+            row.cpu_us, mb(row.hwm), row.name == "floor" and "1" or fmt_ratio(row), row.cpu_ratio)
+        end
+      end
+    end
+    out("")
+  end
+
   out("### Blocking calls, one after another on one client")
   out("")
   out("| case | Lua | contestant | calls/s | CPU µs/call | peak RSS MB | × floor calls/s | × floor CPU |")
   out("| --- | --- | --- | ---: | ---: | ---: | --- | ---: |")
-  local results = {}
-  for _, case in ipairs(blocking) do
-    for _, lua in ipairs(LUAS) do
-      local r = bench_case(srv, lua, case, maxconn)
-      results[case.key .. lua] = r
-      for _, row in ipairs(r.rows) do
-        out("| %s | %s | %s | %.0f | %.1f | %s | %s | %.2f |", case.label, lua, row.name, row.rate,
-          row.cpu_us, mb(row.hwm), row.name == "floor" and "1" or fmt_ratio(row), row.cpu_ratio)
-      end
-    end
-  end
-  out("")
+  run_cases(blocking, "key")
 
   out("### Requests in flight on one client (`get_async` ×P, then `wait()` + `result()` on each)")
   out("")
   out("| case | Lua | contestant | requests/s | CPU µs/request | peak RSS MB | × floor | × floor CPU |")
   out("| --- | --- | --- | ---: | ---: | ---: | --- | ---: |")
-  for _, case in ipairs(inflight) do
-    for _, lua in ipairs(LUAS) do
-      local r = bench_case(srv, lua, case, maxconn)
-      results[case.label .. lua] = r
-      for _, row in ipairs(r.rows) do
-        out("| %s | %s | %s | %.0f | %.1f | %s | %s | %.2f |", case.label, lua, row.name, row.rate,
-          row.cpu_us, mb(row.hwm), row.name == "floor" and "1" or fmt_ratio(row), row.cpu_ratio)
-      end
-    end
-  end
-  out("")
+  run_cases(inflight, "label")
 
   -- Targets (issue 8)
   for _, case in ipairs(blocking) do
