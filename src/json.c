@@ -377,21 +377,25 @@ static size_t skip_space(const char *p, size_t i, size_t n)
     return i;
 }
 
-/* The index just past the string whose opening quote is at i, or 0. */
-static size_t string_end(const char *p, size_t i, size_t n)
+/* Is the quote at q escaped: an odd run of backslashes before it? */
+static inline int escaped(const char *p, const char *q)
 {
-    size_t start = i++;
-    for (;;) {
+    const char *b = q;
+    while (b > p && b[-1] == '\\')
+        b--;
+    return ((q - b) & 1) != 0;
+}
+
+/* The index just past the string whose opening quote is at i, or 0. */
+static inline size_t string_end(const char *p, size_t i, size_t n)
+{
+    for (i++;; i++) {
         const char *q = i < n ? memchr(p + i, '"', n - i) : NULL;
-        size_t k;
         if (q == NULL)
             return 0;
         i = (size_t)(q - p);
-        for (k = i; k > start + 1 && p[k - 1] == '\\'; k--)
-            ;
-        if (((i - k) & 1) == 0) /* not escaped: an even run of backslashes */
+        if (!escaped(p, q)) /* the run of backslashes stops at the opening quote */
             return i + 1;
-        i++;
     }
 }
 
@@ -656,15 +660,6 @@ static int same_bytes(const char *a, const char *b, size_t n)
     return n == 0;
 }
 
-/* Is the quote at q escaped: an odd run of backslashes before it? */
-static int escaped(const char *p, const char *q)
-{
-    const char *b = q;
-    while (b > p && b[-1] == '\\')
-        b--;
-    return ((q - b) & 1) != 0;
-}
-
 /* Is key i of ks the one whose closing quote is at close? Matched backwards
  * from close: a plain key has no quote of its own, so an unescaped quote
  * just before its bytes opens it. */
@@ -751,12 +746,10 @@ static int flat_array(const char *p, const char *v, const char *end)
         if (q == end)
             return -1;
         if (*q == '"') {
-            do
-                q = memchr(q + 1, '"', (size_t)(end - q - 1));
-            while (q != NULL && escaped(p, q));
-            if (q == NULL)
+            size_t after = string_end(p, (size_t)(q - p), (size_t)(end - p));
+            if (after == 0)
                 return -1;
-            q++;
+            q = p + after;
         } else if (KIND(*q) & K_TOKEN) {
             kinds |= KIND(*q) & (K_NUMBER | K_NULL);
             while (q < end && (KIND(*q) & K_TOKEN))
