@@ -152,7 +152,8 @@ asan: deps-test deps-clang
 # libFuzzer, FUZZ_SECONDS each: the failure triple built from header lines and
 # bodies (the key must never show), decoding + normalising any bytes, and (on
 # Lua 5.1, where object nulls are blanked in the text) decoding against
-# lua-cjson itself.
+# lua-cjson itself, once with the SSE2 byte classifier and once with the
+# portable one other machines use.
 FUZZ_SECONDS ?= 60
 FUZZ_FLAGS    = -std=c99 -Wall -Wextra -Werror -g -O1 -fsanitize=fuzzer,address,undefined \
                 -I/usr/include/lua5.4
@@ -172,6 +173,11 @@ fuzz: deps-test deps-clang
 		-llua5.1 -lcurl -lm
 	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 		build/fuzz/fuzz_nulls -max_total_time=$(FUZZ_SECONDS) -max_len=4096 build/fuzz/corpus_nulls fuzz/seeds_nulls
+	clang $(subst lua5.4,lua5.1,$(FUZZ_FLAGS)) -DHM_PORTABLE_SCAN -o build/fuzz/fuzz_nulls_portable \
+		fuzz/fuzz_nulls.c $(SOURCES) -llua5.1 -lcurl -lm
+	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+		build/fuzz/fuzz_nulls_portable -max_total_time=$(FUZZ_SECONDS) -max_len=4096 \
+		build/fuzz/corpus_nulls fuzz/seeds_nulls
 
 # The floor (tools/bench_baseline.c), a C module built for each Lua benched.
 BENCH_LUAS = lua5.4 luajit

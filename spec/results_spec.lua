@@ -132,6 +132,26 @@ describe("Results", function()
     assert.equals(heymarket.null, kept.x[2].y)
     assert.equals(heymarket.null, kept.o.z)
     assert.same({ a = heymarket.null, b = heymarket.null, c = "null" }, get("spaced", { keep_null = true }))
+    assert.same({ c = 1 }, get("first_chain"))
+    assert.same({}, get("first_chain_end"))
+    assert.same({ x = 1 }, get("after_chain"))
+    assert.same({ s = "x", o = {}, r = {}, t = true, e = -1500 }, get("after_kinds"))
+    assert.same({ a = {}, d = { { f = {} } } }, get("nested_first"))
+    assert.same({ u = "a/b", v = { { ["\\"] = 2 } } }, get("escape_elsewhere"))
+    local long_p = string.rep('{[n:]}\\"', 12)
+    local r = {}
+    for i = 1, 20 do
+      r[i] = "n:{"
+    end
+    r[21] = heymarket.null
+    assert.same({ p = long_p, q = string.rep("x", 61) .. "\\", r = r }, get("long_strings"))
+    assert.same({ s = "}{" }, get("string_brackets"))
+    assert.same({ s = '"}{"' }, get("escaped_brackets"))
+    assert.same({ p = string.rep("x", 70), q = "}" }, get("long_string_bracket"))
+    local kept_long = get("long_strings", { keep_null = true })
+    assert.equals(heymarket.null, kept_long.k)
+    assert.equals(heymarket.null, kept_long.m)
+    assert.equals(heymarket.null, kept_long.z)
   end)
 
   it("make whole numbers integers wherever they stand, however the keys are written", function()
@@ -176,7 +196,9 @@ describe("Results", function()
     local bodies = {
       trailing_comma = '{"a":null,}', member_in_array = '[1,"a":null]', double_colon = '{"a"::null}',
       leading_comma = '{,"b":null}', two_values = '{"a":null null}', nullx = '{"a":nullx}',
-      missing_comma = '{"a":null "b":1}', nul_key = '{"a\0":null}',
+      missing_comma = '{"a":null "b":1}', nul_key = '{"a\0":null}', comma_comma = '{"a":null,,"b":1}',
+      after_key = '{"x","a":null}', member_after_array = '[{"a":1},"b":null]',
+      comma_then_value = '{"a":null,1}',
     }
     for name, body in pairs(bodies) do
       local res, msg, err = util.client(srv):get("/t/json/" .. name)

@@ -345,25 +345,25 @@ static size_t find_null(const char *p, size_t n)
 /* Where a decoder's null is heymarket.null already (lua-cjson) and Lua has no
  * integers to fix, the only work left after decoding is dropping the nulls of
  * objects: a walk over the decoded values. Blanking each `"key": null` member
- * (and the comma joining it to a neighbour) with spaces in the body instead
- * costs one sequential pass over the text (about 12 instructions a byte), and
- * keeps every offset, so the decoder's error messages still point at the
- * right character.
+ * (and one comma joining it to a neighbour) with spaces in the body instead
+ * costs one pass over the text, after which no walk is needed, and keeps
+ * every offset, so the decoder's error messages still point at the right
+ * character.
  *
- * The scan follows the JSON grammar's structure (not the contents of strings,
- * numbers or literals, which the decoder checks) and gives up, returning 0,
- * at anything unexpected or nested deeper than MAX_DEPTH: only members of
- * objects that are well formed up to that point are blanked, so an invalid
- * body stays invalid. It returns 1 when the whole body was scanned. */
-
-enum scan_state {
-    S_VALUE,          /* a value must come (top level, after ':' or an array's ',') */
-    S_VALUE_OR_CLOSE, /* after '[' */
-    S_KEY,            /* after an object's ',' */
-    S_KEY_OR_CLOSE,   /* after '{' (or a blanked first member) */
-    S_COLON,          /* after a key */
-    S_AFTER           /* after a value: ',' or a closing bracket */
-};
+ * The pass looks at few bytes: it finds, 64 bytes at a time, the brackets,
+ * colons and n's outside strings (see cursor_next), and checks the text
+ * around each null by hand. Blanking must never make an invalid body valid,
+ * so a member is blanked only where putting it back into the blanked text
+ * would keep a valid text valid: its key is plain (below), its value is the
+ * literal null, and it sits in an object (the innermost open bracket is a
+ * '{') either after '{' and before '}' or a ',' and another key, or after a
+ * ',' that follows a value and before ',' or '}'. The brackets, quotes and
+ * backslashes of the blanked text are those of the body, so where the
+ * blanked text is valid, the body's strings and nesting are read right.
+ * A member after a blanked first member (and its comma) counts as first.
+ * Anything else makes the pass stop, returning 0: the objects closed by
+ * then are blanked, and the walk drops what is left. It returns 1 when
+ * every null member of every object was blanked. */
 
 static int is_json_space(char c)
 {
@@ -375,6 +375,16 @@ static size_t skip_space(const char *p, size_t i, size_t n)
     while (i < n && is_json_space(p[i]))
         i++;
     return i;
+}
+
+#define NOWHERE ((size_t)-1)
+
+/* The last byte before i that is not JSON space, or NOWHERE. */
+static size_t space_before(const char *p, size_t i)
+{
+    while (i > 0 && is_json_space(p[i - 1]))
+        i--;
+    return i > 0 ? i - 1 : NOWHERE;
 }
 
 /* Is the quote at q escaped: an odd run of backslashes before it? */
@@ -417,169 +427,317 @@ static int plain_key(const char *p, size_t from, size_t to)
     return 1;
 }
 
-/* What the scan remembers of the objects it is inside: their keys, and the
- * members it means to blank, applied when the object closes and no other
- * key of it could be the same (`{"a":1,"a":null}` decodes to a null `a`,
- * which must then be dropped, not the 1 kept). */
-#define SCAN_KEYS 1024   /* keys of the open objects; more: leave it to the walk */
+/* -- the bytes the pass looks at -- */
+
+/* A quote is escaped when an odd run of backslashes comes before it; each
+ * unescaped quote opens or closes a string, so the bytes inside strings are
+ * those after an odd number of unescaped quotes: a running XOR over a mask
+ * of the quotes, carried from block to block. */
+typedef struct carry {
+    uint64_t inside;      /* all ones when the last block ended inside a string */
+    int escape;           /* it ended with a backslash escaping the next byte */
+    size_t backslash_end; /* just past the last backslash seen, 0: none yet */
+} carry;
+
+#if defined(__SSE2__) && !defined(HM_PORTABLE_SCAN) /* make fuzz builds both */
+#include <emmintrin.h>
+
+/* The masks of the 64 bytes at b (a bit a byte): quotes, backslashes, and
+ * the bytes sought: brackets, colons and n's. */
+static void classify(const unsigned char *b, uint64_t *quote, uint64_t *backslash,
+                     uint64_t *sought)
+{
+    const __m128i q = _mm_set1_epi8('"'), bs = _mm_set1_epi8('\\'), fold = _mm_set1_epi8(0x20),
+                  open = _mm_set1_epi8('{'), close = _mm_set1_epi8('}'),
+                  colon = _mm_set1_epi8(':'), en = _mm_set1_epi8('n');
+    uint64_t mq = 0, mb = 0, ms = 0;
+    int k;
+    for (k = 0; k < 64; k += 16) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(b + k));
+        __m128i f = _mm_or_si128(v, fold); /* '[' and ']' become '{' and '}' */
+        __m128i s = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(f, open), _mm_cmpeq_epi8(f, close)),
+                                 _mm_or_si128(_mm_cmpeq_epi8(v, colon), _mm_cmpeq_epi8(v, en)));
+        mq |= (uint64_t)(unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v, q)) << k;
+        mb |= (uint64_t)(unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v, bs)) << k;
+        ms |= (uint64_t)(unsigned)_mm_movemask_epi8(s) << k;
+    }
+    *quote = mq;
+    *backslash = mb;
+    *sought = ms;
+}
+#else
+static void classify(const unsigned char *b, uint64_t *quote, uint64_t *backslash,
+                     uint64_t *sought)
+{
+    uint64_t mq = 0, mb = 0, ms = 0;
+    int k;
+    for (k = 0; k < 64; k++) {
+        uint64_t bit = (uint64_t)1 << k;
+        switch (b[k]) {
+        case '"': mq |= bit; break;
+        case '\\': mb |= bit; break;
+        case '{': case '}': case '[': case ']': case ':': case 'n': ms |= bit; break;
+        default: break;
+        }
+    }
+    *quote = mq;
+    *backslash = mb;
+    *sought = ms;
+}
+#endif
+
+/* The bits of x, each XORed with all those below it. */
+static inline uint64_t running_xor(uint64_t x)
+{
+    x ^= x << 1;
+    x ^= x << 2;
+    x ^= x << 4;
+    x ^= x << 8;
+    x ^= x << 16;
+    x ^= x << 32;
+    return x;
+}
+
+/* The sought bytes outside strings in the block of (at most) 64 bytes at
+ * p + base, after the blocks before it (cs). */
+static uint64_t load_block(carry *cs, const char *p, size_t n, size_t base)
+{
+    unsigned char tail[64];
+    const unsigned char *b = (const unsigned char *)p + base;
+    uint64_t quote, backslash, sought, escaped_bits = 0, inside;
+    if (n - base < 64) { /* the last, short block: padded with spaces */
+        memset(tail, ' ', sizeof tail);
+        memcpy(tail, b, n - base);
+        b = tail;
+    }
+    classify(b, &quote, &backslash, &sought);
+    if (backslash != 0 || cs->escape) {
+        /* Rare in an API's bodies: which bytes the backslashes escape, one
+         * by one (an escaped backslash escapes nothing). */
+        int k, e = cs->escape;
+        for (k = 0; k < 64; k++) {
+            if (e) {
+                escaped_bits |= (uint64_t)1 << k;
+                e = 0;
+            } else if (b[k] == '\\') {
+                e = 1;
+                cs->backslash_end = base + (size_t)k + 1;
+            }
+        }
+        cs->escape = e;
+    }
+    quote &= ~escaped_bits;
+    inside = running_xor(quote) ^ cs->inside; /* from an opening quote to its closing one */
+    cs->inside = (uint64_t)0 - (inside >> 63);
+    return sought & ~inside;
+}
+
+static inline unsigned lowest_bit(uint64_t x)
+{
+#if defined(__GNUC__)
+    return (unsigned)__builtin_ctzll(x);
+#else
+    unsigned k = 0;
+    while (!(x & 1)) {
+        x >>= 1;
+        k++;
+    }
+    return k;
+#endif
+}
+
+/* Where the pass reads: the block at base, and its sought bits not yet
+ * taken. */
+typedef struct cursor {
+    size_t base;
+    uint64_t bits;
+    carry cs;
+} cursor;
+
+static void cursor_start(cursor *c, const char *p, size_t n)
+{
+    c->base = 0;
+    c->cs.inside = 0;
+    c->cs.escape = 0;
+    c->cs.backslash_end = 0;
+    c->bits = n > 0 ? load_block(&c->cs, p, n, 0) : 0;
+}
+
+/* Take the next sought byte outside strings: its index, or n. */
+static inline size_t cursor_next(cursor *c, const char *p, size_t n)
+{
+    size_t at;
+    while (c->bits == 0) {
+        if (n - c->base <= 64)
+            return n;
+        c->base += 64;
+        c->bits = load_block(&c->cs, p, n, c->base);
+    }
+    at = c->base + lowest_bit(c->bits);
+    c->bits &= c->bits - 1;
+    return at;
+}
+
+/* -- the pass -- */
+
+/* What the pass remembers of the objects it is inside: the colons of their
+ * members, and the members it means to blank, blanked when the object
+ * closes and no other key of it could be the same (`{"a":1,"a":null}`
+ * decodes to a null `a`, which must then be dropped, not the 1 kept). */
+#define SCAN_COLONS 1024 /* members of the open objects; more: leave it to the walk */
 #define SCAN_BLANKS 256  /* members to blank in the open objects */
-#define NO_COMMA ((size_t)-1)
 
 typedef struct scan {
     unsigned char object[MAX_DEPTH + 1]; /* per level: 1 in an object, 0 in an array */
-    unsigned short key_base[MAX_DEPTH + 1], blank_base[MAX_DEPTH + 1];
-    struct { size_t from, to; } keys[SCAN_KEYS];
-    struct { size_t from, to, comma, key, key_len; } blanks[SCAN_BLANKS];
-    unsigned nkeys, nblanks;
+    size_t open[MAX_DEPTH + 1];          /* where its bracket is */
+    unsigned short colon_base[MAX_DEPTH + 1], blank_base[MAX_DEPTH + 1];
+    size_t colons[SCAN_COLONS];
+    struct { size_t from, to, key, key_len, colon; } blanks[SCAN_BLANKS];
+    unsigned ncolons, nblanks;
 } scan;
 
-/* The object at depth closes: blank its null members, unless a key of it
- * might repeat one of theirs. Returns 0 in that case. */
-static int close_object(scan *sc, char *p, size_t depth)
+/* Is the key of the member whose colon is at colon the same as key (len
+ * bytes, plain), or might it decode to the same? may_escape: the object
+ * may hold a backslash. */
+static int same_key(const char *p, size_t colon, const char *key, size_t len, int may_escape)
 {
-    unsigned b, k, kb = sc->key_base[depth], bb = sc->blank_base[depth];
-    for (b = bb; b < sc->nblanks; b++) {
-        size_t key = sc->blanks[b].key, len = sc->blanks[b].key_len;
-        for (k = kb; k < sc->nkeys; k++) {
-            size_t from = sc->keys[k].from, klen = sc->keys[k].to - from;
-            if (from == key)
-                continue;
-            /* The same bytes, or longer ones with an escape (which decode to
-             * fewer bytes; a plain key has none of its own). */
-            if ((klen == len && memcmp(p + from, p + key, len) == 0)
-                || (klen > len && memchr(p + from, '\\', klen) != NULL))
+    size_t q = space_before(p, colon), o;
+    if (q == NOWHERE || p[q] != '"')
+        return 1; /* not valid JSON: keep to the safe side */
+    if (!may_escape) /* the key is the bytes since the quote before it */
+        return q > len && p[q - len - 1] == '"' && memcmp(p + q - len, key, len) == 0;
+    for (o = q;;) { /* its opening quote: the unescaped one before q */
+        do {
+            if (o == 0)
+                return 1;
+            o--;
+        } while (p[o] != '"');
+        if (!escaped(p, p + o))
+            break;
+    }
+    o++;
+    if (q - o == len)
+        return memcmp(p + o, key, len) == 0;
+    /* longer with an escape: it may decode to fewer bytes */
+    return q - o > len && memchr(p + o, '\\', q - o) != NULL;
+}
+
+/* The object at depth closes at i: blank its null members, unless a key of
+ * it might repeat one of theirs. Returns 0 in that case. */
+static int close_object(scan *sc, char *p, size_t depth, const cursor *cur)
+{
+    unsigned b, k, cb = sc->colon_base[depth], bb = sc->blank_base[depth];
+    int may_escape = cur->cs.backslash_end > sc->open[depth];
+    for (b = bb; b < sc->nblanks; b++)
+        for (k = cb; k < sc->ncolons; k++)
+            if (sc->colons[k] != sc->blanks[b].colon
+                && same_key(p, sc->colons[k], p + sc->blanks[b].key, sc->blanks[b].key_len,
+                            may_escape))
                 return 0;
-        }
-    }
-    for (b = bb; b < sc->nblanks; b++) {
+    for (b = bb; b < sc->nblanks; b++)
         memset(p + sc->blanks[b].from, ' ', sc->blanks[b].to - sc->blanks[b].from);
-        if (sc->blanks[b].comma != NO_COMMA)
-            p[sc->blanks[b].comma] = ' ';
-    }
-    sc->nkeys = kb;
+    sc->ncolons = cb;
     sc->nblanks = bb;
+    return 1;
+}
+
+/* The n at i, in the object at depth: note its member for blanking, when
+ * it is a `"key": null` member that may go (see above). Returns 0 if not. */
+static int null_member(scan *sc, const char *p, size_t n, size_t i, size_t depth)
+{
+    size_t end = i + 4, colon, q, o, x, j, from, to;
+    unsigned last = sc->nblanks - 1;
+    int first;
+    if (n - i < 4 || memcmp(p + i, "null", 4) != 0 || (end < n && is_token_byte(p[end])))
+        return 0;
+    colon = space_before(p, i);
+    if (colon == NOWHERE || p[colon] != ':')
+        return 0;
+    q = space_before(p, colon);
+    if (q == NOWHERE || p[q] != '"' || escaped(p, p + q))
+        return 0;
+    for (o = q; o > 0 && p[o - 1] != '"'; o--) /* a plain key: the quote before it opens it */
+        if ((unsigned char)p[o - 1] < 0x20 || p[o - 1] == '\\')
+            return 0;
+    if (o == 0)
+        return 0;
+    x = space_before(p, --o);
+    if (x == NOWHERE)
+        return 0;
+    j = skip_space(p, end, n);
+    first = p[x] == '{'
+            || (p[x] == ',' && sc->nblanks > sc->blank_base[depth] && sc->blanks[last].to == x + 1);
+    if (first) {
+        from = o;
+        if (j < n && p[j] == '}')
+            to = end;
+        else if (j < n && p[j] == ',') {
+            size_t k = skip_space(p, j + 1, n);
+            if (!(k < n && p[k] == '"'))
+                return 0;
+            to = j + 1; /* and the comma after it */
+        } else
+            return 0;
+    } else if (p[x] == ',') {
+        size_t y = space_before(p, x);
+        if (y == NOWHERE || !(p[y] == '"' || p[y] == '}' || p[y] == ']' || is_token_byte(p[y]))
+            || !(j < n && (p[j] == ',' || p[j] == '}')))
+            return 0;
+        from = x; /* and the comma before it */
+        to = end;
+    } else
+        return 0;
+    if (sc->nblanks == SCAN_BLANKS)
+        return 0;
+    sc->blanks[sc->nblanks].from = from;
+    sc->blanks[sc->nblanks].to = to;
+    sc->blanks[sc->nblanks].key = o + 1;
+    sc->blanks[sc->nblanks].key_len = q - o - 1;
+    sc->blanks[sc->nblanks].colon = colon;
+    sc->nblanks++;
     return 1;
 }
 
 static int scan_body(scan *sc, char *p, size_t n)
 {
-    enum scan_state st = S_VALUE;
-    size_t i = 0, key = 0, key_end = 0, comma = 0, depth = 0;
-    int after_comma = 0; /* the current key follows a ',' (at comma), not a '{' */
+    size_t i, depth = 0;
+    cursor cur;
 
     sc->object[0] = 0;
-    sc->nkeys = sc->nblanks = 0;
-    while (i < n) {
-        char c = p[i];
-        if (is_json_space(c)) {
-            i++;
-            continue;
-        }
-        switch (c) {
-        case '"': {
-            size_t end = string_end(p, i, n);
-            if (end == 0)
-                return 0;
-            if (st == S_KEY || st == S_KEY_OR_CLOSE) {
-                if (sc->nkeys == SCAN_KEYS)
-                    return 0;
-                key = i;
-                key_end = end;
-                sc->keys[sc->nkeys].from = i;
-                sc->keys[sc->nkeys].to = end;
-                sc->nkeys++;
-                st = S_COLON;
-            } else if (st == S_VALUE || st == S_VALUE_OR_CLOSE)
-                st = S_AFTER;
-            else
-                return 0;
-            i = end;
-            break;
-        }
-        case ':':
-            if (st != S_COLON)
-                return 0;
-            st = S_VALUE;
-            i++;
-            break;
-        case ',':
-            if (st != S_AFTER || depth == 0)
-                return 0;
-            if (sc->object[depth]) {
-                st = S_KEY;
-                comma = i;
-                after_comma = 1;
-            } else
-                st = S_VALUE;
-            i++;
-            break;
+    sc->ncolons = sc->nblanks = 0;
+    cursor_start(&cur, p, n);
+    while ((i = cursor_next(&cur, p, n)) < n) {
+        switch (p[i]) {
         case '{':
         case '[':
-            if ((st != S_VALUE && st != S_VALUE_OR_CLOSE) || depth >= MAX_DEPTH)
+            if (depth >= MAX_DEPTH)
                 return 0;
             depth++;
-            sc->object[depth] = c == '{';
-            sc->key_base[depth] = (unsigned short)sc->nkeys;
+            sc->object[depth] = p[i] == '{';
+            sc->open[depth] = i;
+            sc->colon_base[depth] = (unsigned short)sc->ncolons;
             sc->blank_base[depth] = (unsigned short)sc->nblanks;
-            st = c == '{' ? S_KEY_OR_CLOSE : S_VALUE_OR_CLOSE;
-            after_comma = 0;
-            i++;
             break;
         case '}':
         case ']':
-            if (depth == 0 || sc->object[depth] != (c == '}')
-                || !(st == S_AFTER || st == (c == '}' ? S_KEY_OR_CLOSE : S_VALUE_OR_CLOSE)))
+            if (depth == 0 || sc->object[depth] != (p[i] == '}'))
                 return 0;
-            if (c == '}' && !close_object(sc, p, depth))
+            if (p[i] == '}' && !close_object(sc, p, depth, &cur))
                 return 0;
             depth--;
-            st = S_AFTER;
-            i++;
             break;
-        default: {
-            size_t end = i;
-            if (st != S_VALUE && st != S_VALUE_OR_CLOSE)
+        case ':':
+            if (!sc->object[depth] || sc->ncolons == SCAN_COLONS)
                 return 0;
-            while (end < n && is_token_byte(p[end]))
-                end++;
-            if (end == i)
-                return 0;
-            st = S_AFTER;
-            if (end - i == 4 && memcmp(p + i, "null", 4) == 0 && depth > 0 && sc->object[depth]) {
-                /* A member's value: the member and one comma are to go,
-                 * unless the key might be what the decoder rejects. */
-                if (!plain_key(p, key + 1, key_end - 1) || sc->nblanks == SCAN_BLANKS)
-                    return 0;
-                sc->blanks[sc->nblanks].key = key;
-                sc->blanks[sc->nblanks].key_len = key_end - key;
-                sc->blanks[sc->nblanks].to = end;
-                sc->blanks[sc->nblanks].comma = NO_COMMA;
-                if (after_comma)
-                    sc->blanks[sc->nblanks].from = comma;
-                else {
-                    /* The first member: the comma after it goes too, when a
-                     * key follows it; otherwise `{"a":null "b":1}` would be
-                     * made valid. */
-                    size_t j = skip_space(p, end, n), k = j;
-                    if (j < n && p[j] == ',')
-                        k = skip_space(p, j + 1, n);
-                    if (!(j < n && p[j] == '}') && !(k > j && k < n && p[k] == '"'))
-                        return 0;
-                    sc->blanks[sc->nblanks].from = key;
-                    st = S_KEY_OR_CLOSE;
-                    if (k > j) {
-                        sc->blanks[sc->nblanks].comma = j;
-                        end = j + 1;
-                    }
-                }
-                sc->nblanks++;
-            }
-            i = end;
+            sc->colons[sc->ncolons++] = i;
             break;
-        }
+        default: /* an n */
+            if (sc->object[depth] && !null_member(sc, p, n, i, depth))
+                return 0;
+            break;
         }
     }
-    return depth == 0 && st == S_AFTER;
+    return depth == 0;
 }
 
 static int blank_null_members(char *p, size_t n)

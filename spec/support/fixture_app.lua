@@ -55,6 +55,24 @@ local JSON_CASES = {
   leading_comma = '{,"b":null}',
   two_values = '{"a":null null}',
   nullx = '{"a":nullx}',
+  -- members blanked one after another, and strings that cross the scan's
+  -- 64-byte blocks holding what it looks for
+  first_chain = '{"a":null,"b":null,"c":1}',
+  first_chain_end = '{"a":null , "b":null}',
+  after_chain = '{"x":1,"a":null,"b":null}',
+  after_kinds = '{"s":"x","a":null,"o":{},"b":null,"r":[],"c":null,"t":true,"d":null,"e":-1.5e3,'
+    .. '"f":null}',
+  nested_first = '{"a":{"b":null},"c":null,"d":[{"e":null,"f":{}}]}',
+  escape_elsewhere = '{"u":"a\\/b","k":null,"v":[{"w":null,"\\\\":2}]}',
+  long_strings = '{"p":"' .. string.rep('{[n:]}\\\\\\"', 12) .. '","k":null,"q":"'
+    .. string.rep("x", 61) .. '\\\\","m":null,"r":[' .. string.rep('"n:{",', 20) .. 'null],"z":null}',
+  string_brackets = '{"a":1,"s":"}{","a":null}',
+  escaped_brackets = '{"a":1,"s":"\\"}{\\"","a":null}',
+  long_string_bracket = '{"p":"' .. string.rep("x", 70) .. '","k":null,"q":"}"}',
+  comma_comma = '{"a":null,,"b":1}',
+  after_key = '{"x","a":null}',
+  member_after_array = '[{"a":1},"b":null]',
+  comma_then_value = '{"a":null,1}',
   -- keys the integer walk must not miss, however they are written
   escaped_key = '{"\\u0069d":7,"n":[1,{"x":2}],"s":"\\u0069d"}',
   backslash_key = '{"a\\\\":1,"b":[2]}',
