@@ -380,7 +380,7 @@ static size_t skip_space(const char *p, size_t i, size_t n)
 #define NOWHERE ((size_t)-1)
 
 /* The last byte before i that is not JSON space, or NOWHERE. */
-static size_t space_before(const char *p, size_t i)
+static inline size_t space_before(const char *p, size_t i)
 {
     while (i > 0 && is_json_space(p[i - 1]))
         i--;
@@ -427,6 +427,32 @@ static int plain_key(const char *p, size_t from, size_t to)
     return 1;
 }
 
+/* The opening quote of the plain key whose closing quote is at q: the
+ * first quote before it, with no backslash or control byte in between; or
+ * NOWHERE. Eight bytes at a time, with the usual bit tricks: x - 0x01..01
+ * sets a byte's top bit where the byte was 0 (or borrowed from), and
+ * & ~x & 0x80..80 keeps only bytes that were below 0x80, so a word holds
+ * a byte below c exactly when (x - c * 0x01..01) & ~x & 0x80..80 != 0. */
+static size_t plain_key_start(const char *p, size_t q)
+{
+    const uint64_t ones = 0x0101010101010101u, tops = 0x8080808080808080u;
+    size_t o = q;
+    while (o >= 8) {
+        uint64_t x, quote, backslash;
+        memcpy(&x, p + o - 8, 8);
+        quote = x ^ (ones * '"');
+        backslash = x ^ (ones * '\\');
+        if ((((quote - ones) & ~quote) | ((backslash - ones) & ~backslash)
+             | ((x - ones * 0x20) & ~x)) & tops)
+            break; /* one of them is in these 8: byte by byte */
+        o -= 8;
+    }
+    for (; o > 0 && p[o - 1] != '"'; o--)
+        if ((unsigned char)p[o - 1] < 0x20 || p[o - 1] == '\\')
+            return NOWHERE;
+    return o > 0 ? o - 1 : NOWHERE;
+}
+
 /* -- the bytes the pass looks at -- */
 
 /* A quote is escaped when an odd run of backslashes comes before it; each
@@ -442,15 +468,15 @@ typedef struct carry {
 #if defined(__SSE2__) && !defined(HM_PORTABLE_SCAN) /* make fuzz builds both */
 #include <emmintrin.h>
 
-/* The masks of the 64 bytes at b (a bit a byte): quotes, backslashes, and
- * the bytes sought: brackets, colons and n's. */
-static void classify(const unsigned char *b, uint64_t *quote, uint64_t *backslash,
-                     uint64_t *sought)
+/* The masks of the 64 bytes at b (a bit a byte): quotes, and the bytes
+ * sought: brackets, colons and n's. Returns whether b holds a backslash. */
+static int classify(const unsigned char *b, uint64_t *quote, uint64_t *sought)
 {
     const __m128i q = _mm_set1_epi8('"'), bs = _mm_set1_epi8('\\'), fold = _mm_set1_epi8(0x20),
                   open = _mm_set1_epi8('{'), close = _mm_set1_epi8('}'),
                   colon = _mm_set1_epi8(':'), en = _mm_set1_epi8('n');
-    uint64_t mq = 0, mb = 0, ms = 0;
+    __m128i backslash = _mm_setzero_si128();
+    uint64_t mq = 0, ms = 0;
     int k;
     for (k = 0; k < 64; k += 16) {
         __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(b + k));
@@ -458,31 +484,30 @@ static void classify(const unsigned char *b, uint64_t *quote, uint64_t *backslas
         __m128i s = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(f, open), _mm_cmpeq_epi8(f, close)),
                                  _mm_or_si128(_mm_cmpeq_epi8(v, colon), _mm_cmpeq_epi8(v, en)));
         mq |= (uint64_t)(unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v, q)) << k;
-        mb |= (uint64_t)(unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v, bs)) << k;
         ms |= (uint64_t)(unsigned)_mm_movemask_epi8(s) << k;
+        backslash = _mm_or_si128(backslash, _mm_cmpeq_epi8(v, bs));
     }
     *quote = mq;
-    *backslash = mb;
     *sought = ms;
+    return _mm_movemask_epi8(backslash) != 0;
 }
 #else
-static void classify(const unsigned char *b, uint64_t *quote, uint64_t *backslash,
-                     uint64_t *sought)
+static int classify(const unsigned char *b, uint64_t *quote, uint64_t *sought)
 {
-    uint64_t mq = 0, mb = 0, ms = 0;
-    int k;
+    uint64_t mq = 0, ms = 0;
+    int k, backslash = 0;
     for (k = 0; k < 64; k++) {
         uint64_t bit = (uint64_t)1 << k;
         switch (b[k]) {
         case '"': mq |= bit; break;
-        case '\\': mb |= bit; break;
+        case '\\': backslash = 1; break;
         case '{': case '}': case '[': case ']': case ':': case 'n': ms |= bit; break;
         default: break;
         }
     }
     *quote = mq;
-    *backslash = mb;
     *sought = ms;
+    return backslash;
 }
 #endif
 
@@ -504,14 +529,13 @@ static uint64_t load_block(carry *cs, const char *p, size_t n, size_t base)
 {
     unsigned char tail[64];
     const unsigned char *b = (const unsigned char *)p + base;
-    uint64_t quote, backslash, sought, escaped_bits = 0, inside;
+    uint64_t quote, sought, escaped_bits = 0, inside;
     if (n - base < 64) { /* the last, short block: padded with spaces */
         memset(tail, ' ', sizeof tail);
         memcpy(tail, b, n - base);
         b = tail;
     }
-    classify(b, &quote, &backslash, &sought);
-    if (backslash != 0 || cs->escape) {
+    if (classify(b, &quote, &sought) || cs->escape) {
         /* Rare in an API's bodies: which bytes the backslashes escape, one
          * by one (an escaped backslash escapes nothing). */
         int k, e = cs->escape;
@@ -656,12 +680,10 @@ static int null_member(scan *sc, const char *p, size_t n, size_t i, size_t depth
     q = space_before(p, colon);
     if (q == NOWHERE || p[q] != '"' || escaped(p, p + q))
         return 0;
-    for (o = q; o > 0 && p[o - 1] != '"'; o--) /* a plain key: the quote before it opens it */
-        if ((unsigned char)p[o - 1] < 0x20 || p[o - 1] == '\\')
-            return 0;
-    if (o == 0)
+    o = plain_key_start(p, q);
+    if (o == NOWHERE)
         return 0;
-    x = space_before(p, --o);
+    x = space_before(p, o);
     if (x == NOWHERE)
         return 0;
     j = skip_space(p, end, n);
