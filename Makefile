@@ -172,11 +172,11 @@ fuzz: deps-test deps-clang
 	clang $(subst lua5.4,lua5.1,$(FUZZ_FLAGS)) -o build/fuzz/fuzz_nulls fuzz/fuzz_nulls.c $(SOURCES) \
 		-llua5.1 -lcurl -lm
 	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-		build/fuzz/fuzz_nulls -max_total_time=$(FUZZ_SECONDS) -max_len=4096 build/fuzz/corpus_nulls fuzz/seeds_nulls
+		build/fuzz/fuzz_nulls -max_total_time=$(FUZZ_SECONDS) -max_len=8192 build/fuzz/corpus_nulls fuzz/seeds_nulls
 	clang $(subst lua5.4,lua5.1,$(FUZZ_FLAGS)) -DHM_PORTABLE_SCAN -o build/fuzz/fuzz_nulls_portable \
 		fuzz/fuzz_nulls.c $(SOURCES) -llua5.1 -lcurl -lm
 	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-		build/fuzz/fuzz_nulls_portable -max_total_time=$(FUZZ_SECONDS) -max_len=4096 \
+		build/fuzz/fuzz_nulls_portable -max_total_time=$(FUZZ_SECONDS) -max_len=8192 \
 		build/fuzz/corpus_nulls fuzz/seeds_nulls
 
 # The floor (tools/bench_baseline.c), a C module built for each Lua benched.

@@ -199,6 +199,9 @@ describe("Results", function()
       missing_comma = '{"a":null "b":1}', nul_key = '{"a\0":null}', comma_comma = '{"a":null,,"b":1}',
       after_key = '{"x","a":null}', member_after_array = '[{"a":1},"b":null]',
       comma_then_value = '{"a":null,1}',
+      -- err.body keeps 4 KiB: what the scan blanked there is put back too
+      blank_across_4k = ('{"a":1,' .. string.rep(" ", 5000) .. '"b":null}]'):sub(1, 4096),
+      key_across_4k = ('{"' .. string.rep("k", 5000) .. '":null}]'):sub(1, 4096),
     }
     for name, body in pairs(bodies) do
       local res, msg, err = util.client(srv):get("/t/json/" .. name)

@@ -351,19 +351,20 @@ static size_t find_null(const char *p, size_t n)
  * character.
  *
  * The pass looks at few bytes: it finds, 64 bytes at a time, the brackets,
- * colons and n's outside strings (see cursor_next), and checks the text
- * around each null by hand. Blanking must never make an invalid body valid,
- * so a member is blanked only where putting it back into the blanked text
- * would keep a valid text valid: its key is plain (below), its value is the
- * literal null, and it sits in an object (the innermost open bracket is a
- * '{') either after '{' and before '}' or a ',' and another key, or after a
- * ',' that follows a value and before ',' or '}'. The brackets, quotes and
- * backslashes of the blanked text are those of the body, so where the
- * blanked text is valid, the body's strings and nesting are read right.
- * A member after a blanked first member (and its comma) counts as first.
- * Anything else makes the pass stop, returning 0: the objects closed by
- * then are blanked, and the walk drops what is left. It returns 1 when
- * every null member of every object was blanked. */
+ * colons and n's outside strings (see load_block), and checks the text
+ * around each null by hand (null_member). Blanking must never make an
+ * invalid body valid, so a member is blanked only where putting it back
+ * into the blanked text would keep a valid text valid: its key is plain
+ * (plain_key_start), its value is the literal null, and it sits in an object
+ * (the innermost open bracket is a '{'), either first (after the '{', and
+ * before the '}' or a ',' and the next key, the comma going with it) or
+ * after a ',' that follows a value (the comma going with it, and before a
+ * ',' or the '}'). A member right after a blanked first member and its
+ * comma is first too. The blanked text has the body's quotes, backslashes
+ * and brackets, so where it is valid, the body's strings and nesting were
+ * read right. Anything else makes the pass stop, returning 0: the objects
+ * closed by then stay blanked, and the walk drops what is left. It returns
+ * 1 when every null member of every object was blanked. */
 
 static int is_json_space(char c)
 {
@@ -1011,8 +1012,8 @@ int hm_json_decode_string(lua_State *L, const char *s, size_t n)
 
 /* Before decoding: where blanking null members leaves the walk nothing to
  * do, blank them in req's body. The first HM_BODY_IN_ERROR bytes are saved
- * first when they would change, so a body that then fails to decode can be
- * put back for err.body (restore_body). Fills in what the walk must do after
+ * first, so a body that then fails to decode can be put back for err.body
+ * (restore_body). Fills in what the walk must do after
  * decoding (want_walk: 0 when nothing). */
 typedef struct prepared {
     int want_walk;
@@ -1050,10 +1051,10 @@ static void prepare_walk(lua_State *L, hm_request *req, walk *w, int jnull, int 
          * up after decoding takes fewer instructions but touches every
          * object again (LuaJIT, 10,000 inboxes: 3% slower, pinned). The
          * key pass below is the fallback where blanking gives up. */
-        if (first < HM_BODY_IN_ERROR) {
-            prep->saved_len = n < HM_BODY_IN_ERROR ? n : HM_BODY_IN_ERROR;
-            memcpy(prep->saved, body, prep->saved_len);
-        }
+        /* Saved whole: a blanked member can start (its key, or the comma
+         * before it) thousands of bytes before its null. */
+        prep->saved_len = n < HM_BODY_IN_ERROR ? n : HM_BODY_IN_ERROR;
+        memcpy(prep->saved, body, prep->saved_len);
         if (blank_null_members(body, n))
             w->object_null = prep->want_walk = 0;
     }

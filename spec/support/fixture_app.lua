@@ -69,6 +69,10 @@ local JSON_CASES = {
   string_brackets = '{"a":1,"s":"}{","a":null}',
   escaped_brackets = '{"a":1,"s":"\\"}{\\"","a":null}',
   long_string_bracket = '{"p":"' .. string.rep("x", 70) .. '","k":null,"q":"}"}',
+  -- invalid, with a null member that starts within err.body's 4 KiB and
+  -- ends after it
+  blank_across_4k = '{"a":1,' .. string.rep(" ", 5000) .. '"b":null}]',
+  key_across_4k = '{"' .. string.rep("k", 5000) .. '":null}]',
   comma_comma = '{"a":null,,"b":1}',
   after_key = '{"x","a":null}',
   member_after_array = '[{"a":1},"b":null]',
