@@ -123,6 +123,7 @@ describe("Results", function()
     assert.same({ c = "null" }, get("spaced"))
     assert.same({ b = 2 }, get("duplicate")) -- the last of the same key wins, as in lua-cjson
     assert.same({ a = 1 }, get("duplicate_escaped"))
+    assert.same({}, get("escaped_then_null")) -- the null is the last `a`
     assert.same({}, get("control_key")) -- lua-cjson takes control bytes in strings
     assert.same({ s = "a\\", q = '":null,', x = { heymarket.null, {} }, o = { w = {} } },
       get("escapes"))

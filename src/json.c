@@ -360,11 +360,12 @@ static size_t find_null(const char *p, size_t n)
  * before the '}' or a ',' and the next key, the comma going with it) or
  * after a ',' that follows a value (the comma going with it, and before a
  * ',' or the '}'). A member right after a blanked first member and its
- * comma is first too. The blanked text has the body's quotes, backslashes
- * and brackets, so where it is valid, the body's strings and nesting were
- * read right. Anything else makes the pass stop, returning 0: the objects
- * closed by then stay blanked, and the walk drops what is left. It returns
- * 1 when every null member of every object was blanked. */
+ * comma is first too. Outside the blanked members the blanked text has
+ * the body's quotes, backslashes and brackets (a member takes its key's two
+ * unescaped quotes with it), so where it is valid, the body's strings and
+ * nesting were read right. Anything else makes the pass stop, returning 0:
+ * the objects closed by then stay blanked, and the walk drops what is
+ * left. It returns 1 when every null member of every object was blanked. */
 
 static int is_json_space(char c)
 {
@@ -417,9 +418,9 @@ static int is_token_byte(char c)
     return (KIND(c) & K_TOKEN) != 0;
 }
 
-/* A key with nothing lua-cjson could reject: no escapes (it checks them),
- * no control bytes (it rejects them; a NUL ends its input). Members under
- * other keys are left to the walk. */
+/* A key with nothing lua-cjson could reject: no escapes (it checks them)
+ * and no control bytes (it takes all but NUL, which ends its input; the
+ * rule is kept simple). Members under other keys are left to the walk. */
 static int plain_key(const char *p, size_t from, size_t to)
 {
     for (; from < to; from++)
@@ -463,7 +464,7 @@ static size_t plain_key_start(const char *p, size_t q)
 typedef struct carry {
     uint64_t inside;      /* all ones when the last block ended inside a string */
     int escape;           /* it ended with a backslash escaping the next byte */
-    size_t backslash_end; /* just past the last backslash seen, 0: none yet */
+    size_t backslash_end; /* just past the last unescaped backslash seen, 0: none */
 } carry;
 
 #if defined(__SSE2__) && !defined(HM_PORTABLE_SCAN) /* make fuzz builds both */
@@ -621,45 +622,67 @@ typedef struct scan {
     unsigned ncolons, nblanks;
 } scan;
 
-/* Is the key of the member whose colon is at colon the same as key (len
- * bytes, plain), or might it decode to the same? may_escape: the object
- * may hold a backslash. */
-static int same_key(const char *p, size_t colon, const char *key, size_t len, int may_escape)
+/* The opening quote of the key whose closing quote is at q: the unescaped
+ * quote before it; or NOWHERE. */
+static size_t key_open(const char *p, size_t q)
 {
-    size_t q = space_before(p, colon), o;
-    if (q == NOWHERE || p[q] != '"')
-        return 1; /* not valid JSON: keep to the safe side */
-    if (!may_escape) /* the key is the bytes since the quote before it */
-        return q > len && p[q - len - 1] == '"' && memcmp(p + q - len, key, len) == 0;
-    for (o = q;;) { /* its opening quote: the unescaped one before q */
+    size_t o = q;
+    do {
         do {
             if (o == 0)
-                return 1;
+                return NOWHERE;
             o--;
         } while (p[o] != '"');
-        if (!escaped(p, p + o))
-            break;
-    }
-    o++;
-    if (q - o == len)
-        return memcmp(p + o, key, len) == 0;
-    /* longer with an escape: it may decode to fewer bytes */
-    return q - o > len && memchr(p + o, '\\', q - o) != NULL;
+    } while (escaped(p, p + o));
+    return o;
 }
 
-/* The object at depth closes at i: blank its null members, unless a key of
- * it might repeat one of theirs. Returns 0 in that case. */
+/* The object at depth closes: blank its null members, unless another key
+ * of it might be the same as one of theirs (the same bytes, or longer ones
+ * with an escape, which decode to fewer). Returns 0 in that case. Where a
+ * backslash may stand in the object, each other key is found once (by its
+ * unescaped opening quote), so a big object costs its keys' length once,
+ * not once for each null. */
 static int close_object(scan *sc, char *p, size_t depth, const cursor *cur)
 {
     unsigned b, k, cb = sc->colon_base[depth], bb = sc->blank_base[depth];
-    int may_escape = cur->cs.backslash_end > sc->open[depth];
-    for (b = bb; b < sc->nblanks; b++)
-        for (k = cb; k < sc->ncolons; k++)
-            if (sc->colons[k] != sc->blanks[b].colon
-                && same_key(p, sc->colons[k], p + sc->blanks[b].key, sc->blanks[b].key_len,
-                            may_escape))
+    unsigned nc = sc->ncolons, nb = sc->nblanks;
+    const size_t *colons = sc->colons;
+    if (nb > bb && cur->cs.backslash_end <= sc->open[depth]) {
+        /* no backslash since the '{': the other key is the same exactly
+         * when its closing quote has the same bytes and a quote before */
+        for (b = bb; b < nb; b++) {
+            const char *key = p + sc->blanks[b].key;
+            size_t len = sc->blanks[b].key_len, own = sc->blanks[b].colon;
+            for (k = cb; k < nc; k++) {
+                size_t q = space_before(p, colons[k]);
+                if (colons[k] == own)
+                    continue;
+                if (q == NOWHERE || p[q] != '"')
+                    return 0; /* not valid JSON: keep to the safe side */
+                if (q > len && p[q - len - 1] == '"' && memcmp(p + q - len, key, len) == 0)
+                    return 0;
+            }
+        }
+    } else if (nb > bb) {
+        /* each other key found once (a key's quotes may be escaped) */
+        for (k = cb; k < nc; k++) {
+            size_t q = space_before(p, colons[k]), o, klen;
+            int escapes;
+            if (q == NOWHERE || p[q] != '"' || (o = key_open(p, q)) == NOWHERE)
                 return 0;
-    for (b = bb; b < sc->nblanks; b++)
+            klen = q - o - 1;
+            escapes = memchr(p + o + 1, '\\', klen) != NULL;
+            for (b = bb; b < nb; b++) {
+                size_t len = sc->blanks[b].key_len;
+                if (colons[k] != sc->blanks[b].colon
+                    && ((klen == len && memcmp(p + o + 1, p + sc->blanks[b].key, len) == 0)
+                        || (klen > len && escapes)))
+                    return 0;
+            }
+        }
+    }
+    for (b = bb; b < nb; b++)
         memset(p + sc->blanks[b].from, ' ', sc->blanks[b].to - sc->blanks[b].from);
     sc->ncolons = cb;
     sc->nblanks = bb;

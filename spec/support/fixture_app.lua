@@ -46,6 +46,7 @@ local JSON_CASES = {
     .. '"o":{"z":null,"w":{}}}',
   duplicate = '{"a":1,"b":2,"a":null}',
   duplicate_escaped = '{"a":null,"\\u0061":1}',
+  escaped_then_null = '{"\\u0061":1,"a":null}',
   trailing_comma = '{"a":null,}',
   missing_comma = '{"a":null "b":1}',
   control_key = '{"a\1":null}',
