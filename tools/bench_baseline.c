@@ -7,6 +7,10 @@
  *   local floor = require("floor")
  *   local e = floor.easy(url, key)        one easy handle, reused (keep-alive)
  *   e:get()                               -> the body, a string (raises on failure)
+ *   local e = floor.easy(url, key, ua)    ...also sending User-Agent: ua (CURLOPT_USERAGENT)
+ *   floor.told(t, numbers, nulls)         -> t, after the least work the contract asks of
+ *                                            a decoded body (see told() below)
+ *   floor.curl_version()                  -> libcurl's version, for a User-Agent
  *   local m = floor.multi(url, key, p, maxconn, decode)
  *   m:batch()                             -> P requests in flight at once, each body
  *                                            given to decode as its transfer completes;
@@ -28,6 +32,12 @@
 #include <lua.h>
 
 int luaopen_floor(lua_State *L);
+
+#if LUA_VERSION_NUM >= 502
+#define lua_objlen_compat(L, i) lua_rawlen((L), (i))
+#else
+#define lua_objlen_compat(L, i) lua_objlen((L), (i))
+#endif
 
 typedef struct buffer {
     char *data;
@@ -92,8 +102,8 @@ static void check_done(lua_State *L, CURL *e, CURLcode code)
         luaL_error(L, "floor: HTTP status %d", (int)status);
 }
 
-/* floor.easy(url, key) / floor.multi(url, key, p, maxconn, decode) */
-static floor_t *new_floor(lua_State *L, long p, const char *mt)
+/* floor.easy(url, key[, ua]) / floor.multi(url, key, p, maxconn, decode) */
+static floor_t *new_floor(lua_State *L, long p, const char *mt, const char *ua)
 {
     const char *url = luaL_checkstring(L, 1), *key = luaL_checkstring(L, 2);
     floor_t *f = lua_newuserdata(L, sizeof *f);
@@ -116,13 +126,15 @@ static floor_t *new_floor(lua_State *L, long p, const char *mt)
         f->easy[i] = make_easy(url, f->headers, &f->bodies[i]);
         if (f->easy[i] == NULL)
             luaL_error(L, "floor: could not set up a curl handle");
+        if (ua != NULL && curl_easy_setopt(f->easy[i], CURLOPT_USERAGENT, ua) != CURLE_OK)
+            luaL_error(L, "floor: could not set the User-Agent");
     }
     return f;
 }
 
 static int f_easy(lua_State *L)
 {
-    new_floor(L, 1, "floor.easy");
+    new_floor(L, 1, "floor.easy", luaL_optstring(L, 3, NULL));
     return 1;
 }
 
@@ -141,7 +153,7 @@ static int f_multi(lua_State *L)
     floor_t *f;
     luaL_checktype(L, 5, LUA_TFUNCTION);
     luaL_argcheck(L, p >= 1, 3, "at least one");
-    f = new_floor(L, p, "floor.multi");
+    f = new_floor(L, p, "floor.multi", NULL);
     f->multi = curl_multi_init();
     if (f->multi == NULL)
         luaL_error(L, "floor: could not make a multi handle");
@@ -206,6 +218,120 @@ static int multi_batch(lua_State *L)
     return 1;
 }
 
+/* ---- told: a lower bound for the contract's work on a decoded body ----
+ *
+ * The contract returns whole numbers as integers on Lua 5.3+ (lua-cjson
+ * 2.1.0 decodes every number as a float) and drops object members whose
+ * value is null. told(t, numbers, nulls) does that for a body whose shape
+ * it is told: t is an array of objects (or one object); in each object, the
+ * value under each key of the array `numbers` is a number, or an array of
+ * numbers, to make integers of (5.3+ only: before, Lua has no integers), and
+ * the member under each key of `nulls` is dropped when it is cjson.null (a
+ * light userdata). It never searches: with the keys known in advance, this
+ * is the least any client built on libcurl and lua-cjson 2.1.0 can add to
+ * the floor to return what the contract asks. */
+
+#if LUA_VERSION_NUM >= 503
+/* The number at the top: a whole float in range is stored as an integer,
+ * under the key at key_idx of the table at t (key_idx 0: index i). */
+static void told_number(lua_State *L, int t, int key_idx, lua_Integer i)
+{
+    lua_Number n;
+    lua_Integer v;
+    if (lua_isinteger(L, -1))
+        return;
+    n = lua_tonumber(L, -1);
+    if (!lua_numbertointeger(n, &v) || (lua_Number)v != n)
+        return;
+    if (key_idx != 0) {
+        lua_pushvalue(L, key_idx);
+        lua_pushinteger(L, v);
+        lua_rawset(L, t);
+    } else {
+        lua_pushinteger(L, v);
+        lua_rawseti(L, t, i);
+    }
+}
+#endif
+
+/* One object at o; the key strings at numbers..numbers+nn-1 and
+ * nulls..nulls+nz-1. */
+static void told_object(lua_State *L, int o, int numbers, int nn, int nulls, int nz)
+{
+    int k;
+#if LUA_VERSION_NUM >= 503
+    for (k = numbers; k < numbers + nn; k++) {
+        lua_pushvalue(L, k);
+        lua_rawget(L, o);
+        if (lua_type(L, -1) == LUA_TNUMBER)
+            told_number(L, o, k, 0);
+        else if (lua_type(L, -1) == LUA_TTABLE) {
+            int a = lua_gettop(L);
+            lua_Integer i, n = (lua_Integer)lua_rawlen(L, a);
+            for (i = 1; i <= n; i++) {
+                lua_rawgeti(L, a, i);
+                if (lua_type(L, -1) == LUA_TNUMBER)
+                    told_number(L, a, 0, i);
+                lua_settop(L, a);
+            }
+        }
+        lua_settop(L, o);
+    }
+#else
+    (void)numbers;
+    (void)nn;
+#endif
+    for (k = nulls; k < nulls + nz; k++) {
+        lua_pushvalue(L, k);
+        lua_rawget(L, o);
+        if (lua_type(L, -1) == LUA_TLIGHTUSERDATA) {
+            lua_pushvalue(L, k);
+            lua_pushnil(L);
+            lua_rawset(L, o);
+        }
+        lua_settop(L, o);
+    }
+}
+
+static int f_told(lua_State *L)
+{
+    int numbers, nulls, nn, nz, k;
+    size_t i, n;
+    luaL_checktype(L, 1, LUA_TTABLE);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    luaL_checktype(L, 3, LUA_TTABLE);
+    nn = (int)lua_objlen_compat(L, 2);
+    nz = (int)lua_objlen_compat(L, 3);
+    luaL_checkstack(L, nn + nz + 8, "told: too many keys");
+    lua_settop(L, 3);
+    numbers = 4;
+    for (k = 1; k <= nn; k++)
+        lua_rawgeti(L, 2, k);
+    nulls = lua_gettop(L) + 1;
+    for (k = 1; k <= nz; k++)
+        lua_rawgeti(L, 3, k);
+    n = lua_objlen_compat(L, 1);
+    if (n == 0) {
+        lua_pushvalue(L, 1);
+        told_object(L, lua_gettop(L), numbers, nn, nulls, nz);
+    }
+    for (i = 1; i <= n; i++) {
+        lua_rawgeti(L, 1, (int)i);
+        if (lua_type(L, -1) == LUA_TTABLE)
+            told_object(L, lua_gettop(L), numbers, nn, nulls, nz);
+        lua_pop(L, 1);
+    }
+    lua_settop(L, 1);
+    return 1;
+}
+
+static int f_curl_version(lua_State *L)
+{
+    const curl_version_info_data *info = curl_version_info(CURLVERSION_NOW);
+    lua_pushstring(L, info && info->version ? info->version : "unknown");
+    return 1;
+}
+
 static void new_type(lua_State *L, const char *name, const char *method, lua_CFunction fn)
 {
     luaL_newmetatable(L, name);
@@ -227,5 +353,9 @@ int luaopen_floor(lua_State *L)
     lua_setfield(L, -2, "easy");
     lua_pushcfunction(L, f_multi);
     lua_setfield(L, -2, "multi");
+    lua_pushcfunction(L, f_told);
+    lua_setfield(L, -2, "told");
+    lua_pushcfunction(L, f_curl_version);
+    lua_setfield(L, -2, "curl_version");
     return 1;
 }

@@ -11,6 +11,12 @@
 --   heymarket  one client (default options): c:inboxes() (or c:get(PATH)) N
 --              times when P is 1; else N / P batches of P get_async requests,
 --              waited for in turn
+--   told       the floor sending heymarket's User-Agent, its result then given to
+--              floor.told: told where the inboxes' numbers and nulls are, it makes
+--              the whole numbers integers (5.3+) and drops the null members, as the
+--              contract asks, without searching for them. The least a client on
+--              libcurl and lua-cjson 2.1.0 can do for the contract's result: a lower
+--              bound for heymarket (inbox arrays only; the first result is checked)
 --   luacurl    Debian's lua-curl (luacurl 0.3, 5.1 ABI only): one reused easy
 --              handle, the body collected in a table, then cjson.decode
 --   luasocket  socket.http.request with an ltn12 table sink, then cjson.decode
@@ -108,6 +114,43 @@ elseif which == "floor" then
     run = function()
       return m:batch()
     end
+  end
+elseif which == "told" then
+  local floor = require("floor")
+  local cjson = require("cjson")
+  local decode = cjson.new().decode
+  -- heymarket's User-Agent, built the same way (src/heymarket.c)
+  local hm_h = assert(io.open("src/hm.h", "r"))
+  local version = hm_h:read("a"):match('#define HM_VERSION "([^"]+)"')
+  hm_h:close()
+  local ua = string.format("heymarket-lua/%s (%s; libcurl/%s)", version,
+    jit and jit.version or _VERSION, floor.curl_version())
+  local e = floor.easy(base .. path, key, ua)
+  -- an inbox (../shared/api): the keys holding numbers, and the one holding null
+  local numbers, nulls = { "id", "team", "members" }, { "forward_number" }
+  local told = floor.told
+  run = function()
+    return told(decode(e:get()), numbers, nulls)
+  end
+  -- Told wrong, it would be no bound: the first result must hold no whole
+  -- float (5.3+) and no null anywhere.
+  local function bad(v)
+    if v == cjson.null then
+      return "a null"
+    elseif math.type and math.type(v) == "float" and v == math.floor(v) then
+      return "a whole float"
+    elseif type(v) == "table" then
+      for _, x in pairs(v) do
+        local why = bad(x)
+        if why then
+          return why
+        end
+      end
+    end
+  end
+  local why = bad(run())
+  if why then
+    check(nil, "the result still holds " .. why)
   end
 elseif which == "luacurl" then
   local curl = require("curl")
