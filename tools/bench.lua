@@ -222,7 +222,7 @@ local function contestants(srv, lua, case, maxconn)
       cmd = "env HEYMARKET_BENCH_BUILD=" .. shell_quote(COMPARE) .. " " .. child("heymarket") }
   end
   if case.p == 1 then
-    -- not a peer: the lower bound of what the contract asks (bench_child.lua)
+    -- not a peer: the told floor, the contract's work told where (bench_child.lua)
     list[#list + 1] = { name = "told", cmd = child("told") }
     if has_module(lua, "curl") then
       list[#list + 1] = { name = "lua-curl", cmd = child("luacurl") }

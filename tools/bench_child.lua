@@ -14,9 +14,11 @@
 --   told       the floor sending heymarket's User-Agent, its result then given to
 --              floor.told: told where the inboxes' numbers and nulls are, it makes
 --              the whole numbers integers (5.3+) and drops the null members, as the
---              contract asks, without searching for them. The least a client on
---              libcurl and lua-cjson 2.1.0 can do for the contract's result: a lower
---              bound for heymarket (inbox arrays only; the first result is checked)
+--              contract asks, without searching for them. On 5.3+, the least a
+--              client on libcurl and lua-cjson 2.1.0 can do for the contract's
+--              integers: a lower bound for heymarket (on LuaJIT a reference only:
+--              nulls cost less blanked before decoding). Inbox arrays only; the
+--              first result is checked
 --   luacurl    Debian's lua-curl (luacurl 0.3, 5.1 ABI only): one reused easy
 --              handle, the body collected in a table, then cjson.decode
 --   luasocket  socket.http.request with an ltn12 table sink, then cjson.decode
@@ -121,7 +123,7 @@ elseif which == "told" then
   local decode = cjson.new().decode
   -- heymarket's User-Agent, built the same way (src/heymarket.c)
   local hm_h = assert(io.open("src/hm.h", "r"))
-  local version = hm_h:read("a"):match('#define HM_VERSION "([^"]+)"')
+  local version = hm_h:read("*a"):match('#define HM_VERSION "([^"]+)"')
   hm_h:close()
   local ua = string.format("heymarket-lua/%s (%s; libcurl/%s)", version,
     jit and jit.version or _VERSION, floor.curl_version())
