@@ -321,6 +321,44 @@ describe("Trust", function()
     end)
   end)
 
+  describe("a blocking call's own request", function()
+    -- Wraps the Request type's __gc to count its calls (restored after).
+    local function counting_gc(c)
+      local mt = debug.getmetatable(c:inboxes_async())
+      local original, calls = mt.__gc, 0
+      mt.__gc = function(req)
+        calls = calls + 1
+        return original(req)
+      end
+      return function() return calls end, function() mt.__gc = original end
+    end
+
+    it("leaves the collector no finalizer to run once it returned", function()
+      local c = client(srv.http, srv.key)
+      local calls, restore = counting_gc(c)
+      collectgarbage("collect")
+      collectgarbage("collect")
+      local before = calls()
+      for _ = 1, 20 do
+        assert.equals(1, #assert(c:inboxes()))
+        assert.is_nil(c:get("/t/status/404"))
+      end
+      collectgarbage("collect")
+      collectgarbage("collect")
+      local blocking = calls() - before
+      -- ...whereas an async request, which Lua code holds, keeps its own
+      for _ = 1, 3 do
+        assert.is_true(c:inboxes_async():wait(5))
+      end
+      collectgarbage("collect")
+      collectgarbage("collect")
+      local async = calls() - before - blocking
+      restore()
+      assert.equals(0, blocking)
+      assert.equals(3, async)
+    end)
+  end)
+
   describe("max_response", function()
     it("refuses a Content-Length above it before reading the body", function()
       local s = canned.start("HTTP/1.1 200 OK\r\nContent-Length: 100000000\r\n\r\n[", { hold = 10 })

@@ -105,13 +105,21 @@ static void warn_if_in_nginx(lua_State *L, const char *path)
 int hm_client_call(lua_State *L, hm_client *c, int client_idx, const char *path, hm_shape shape)
 {
     hm_request *req;
+    int n, ridx;
     if (c->in_nginx)
         warn_if_in_nginx(L, path);
     req = hm_request_push(L, c, client_idx, path, shape);
-    int n;
+    ridx = lua_gettop(L);
     hm_client_wait(L, c, req, -1);
     n = push_outcome(L, req);
     hm_request_release(req); /* the body now, not when the collector comes */
+    /* Released, and never seen by Lua code: nothing is left for its __gc,
+     * which is there for an error raised above (an interrupt, out of
+     * memory). Without a metatable the collector frees it without calling
+     * a finalizer (LuaJIT, 5.1) or finds none to call (5.2+): one inbox on
+     * LuaJIT, ~1-3k instructions a call less (callgrind). */
+    lua_pushnil(L);
+    lua_setmetatable(L, ridx);
     return n;
 }
 
