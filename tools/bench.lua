@@ -221,6 +221,10 @@ local function contestants(srv, lua, case, maxconn)
     list[#list + 1] = { name = "heymarket@compare",
       cmd = "env HEYMARKET_BENCH_BUILD=" .. shell_quote(COMPARE) .. " " .. child("heymarket") }
   end
+  if case.p > 1 then
+    -- not a peer: the floor driven through libcurl's socket interface
+    list[#list + 1] = { name = "sockets", cmd = child("sockets", maxconn) }
+  end
   if case.p == 1 then
     -- not a peer: the told floor, the contract's work told where (bench_child.lua)
     list[#list + 1] = { name = "told", cmd = child("told") }
@@ -287,7 +291,7 @@ local function bench_case(srv, lua, case, maxconn)
   for name, list_ in pairs(samples.heymarket.vs) do
     if name ~= "heymarket" and name ~= "floor" then
       local lo, hi = range(list_)
-      if name == "told" then
+      if name == "told" or name == "sockets" then
         bound = { ratio = median(list_), lo = lo, hi = hi }
       else
         vs[name] = { ratio = median(list_), lo = lo, hi = hi }
@@ -430,6 +434,10 @@ local function main(srv)
     .. " return the contract's integers for less: there the told floor is a lower bound. Nulls can"
     .. " be dropped for less before decoding (heymarket blanks them in the text on 5.1, 5.2 and"
     .. " LuaJIT), so on LuaJIT it is a reference, not a bound.")
+  out("- *sockets* (requests in flight only; not a peer, not a target): the floor's multi handle"
+    .. " driven through libcurl's socket interface (the sockets and timer libcurl asks for, polled,"
+    .. " then `curl_multi_socket_action`), as heymarket drives it so that host event loops can,"
+    .. " instead of `curl_multi_perform` and `curl_multi_poll`.")
   out("")
 
   local results = {}
@@ -513,6 +521,17 @@ local function main(srv)
       target(string.format("%s, %s: requests/s × floor", case.label, lua),
         fmt_ratio(hm) .. string.format("; CPU %.2f", hm.cpu_ratio),
         string.format("≥ %.2f", case.goal), hm.ratio >= case.goal)
+      local sockets
+      for _, row in ipairs(r.rows) do
+        if row.name == "sockets" then
+          sockets = row
+        end
+      end
+      target(string.format("%s, %s: *the floor through libcurl's socket interface*: × floor",
+        case.label, lua), fmt_ratio(sockets), string.format("≥ %.2f", case.goal),
+        sockets.ratio >= case.goal, true)
+      target(string.format("%s, %s: *heymarket × it*", case.label, lua), fmt_ratio(r.bound), "—",
+        nil, true)
       for name, v in pairs(r.vs) do
         target(string.format("%s, %s: heymarket requests/s × %s", case.label, lua, name),
           fmt_ratio(v), "> 1", v.ratio > 1)

@@ -11,10 +11,14 @@
  *   floor.told(t, numbers, nulls)         -> t, after the least work the contract asks of
  *                                            a decoded body (see told() below)
  *   floor.curl_version()                  -> libcurl's version, for a User-Agent
- *   local m = floor.multi(url, key, p, maxconn, decode)
+ *   local m = floor.multi(url, key, p, maxconn, decode[, sockets])
  *   m:batch()                             -> P requests in flight at once, each body
  *                                            given to decode as its transfer completes;
- *                                            returns the last decoded value
+ *                                            returns the last decoded value; with
+ *                                            sockets true, driven through libcurl's
+ *                                            socket interface (the sockets and timer
+ *                                            it asks for, polled here) instead of
+ *                                            curl_multi_perform and curl_multi_poll
  *
  * Both send the headers heymarket sends (Authorization: Bearer KEY, Accept:
  * application/json, Accept-Encoding as CURLOPT_ACCEPT_ENCODING ""), and keep
@@ -24,8 +28,10 @@
  * child makes one object and exits. */
 #define _POSIX_C_SOURCE 200809L
 
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <curl/curl.h>
 #include <lauxlib.h>
@@ -44,12 +50,23 @@ typedef struct buffer {
     size_t len, cap;
 } buffer;
 
+/* The sockets libcurl asks to have watched, and its timer, for a multi
+ * handle driven through its socket interface (floor.multi(..., true)). */
+#define WATCH_MAX 1024
+typedef struct watched {
+    struct pollfd pfd[WATCH_MAX];
+    int n;
+    int timer_on;
+    double timer_at; /* monotonic seconds */
+} watched;
+
 typedef struct floor_t {
     CURLM *multi;
     CURL **easy;
     buffer *bodies;
     long p;
     struct curl_slist *headers;
+    watched *w;      /* NULL: driven by curl_multi_perform and curl_multi_poll */
 } floor_t;
 
 static size_t on_body(char *data, size_t size, size_t nmemb, void *ud)
@@ -147,9 +164,50 @@ static int easy_get(lua_State *L)
     return 1;
 }
 
+static double mono_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int on_socket(CURL *e, curl_socket_t fd, int what, void *userp, void *socketp)
+{
+    watched *w = userp;
+    int i;
+    (void)e;
+    (void)socketp;
+    for (i = 0; i < w->n && w->pfd[i].fd != fd; i++)
+        ;
+    if (what == CURL_POLL_REMOVE) {
+        if (i < w->n)
+            w->pfd[i] = w->pfd[--w->n];
+        return 0;
+    }
+    if (i == w->n) {
+        if (w->n == WATCH_MAX)
+            return -1;
+        w->n++;
+        w->pfd[i].fd = fd;
+    }
+    w->pfd[i].events = (short)(((what & CURL_POLL_IN) ? POLLIN : 0) | ((what & CURL_POLL_OUT) ? POLLOUT : 0));
+    return 0;
+}
+
+static int on_timer(CURLM *multi, long ms, void *userp)
+{
+    watched *w = userp;
+    (void)multi;
+    w->timer_on = ms >= 0;
+    if (ms >= 0)
+        w->timer_at = mono_now() + (double)ms / 1000.0;
+    return 0;
+}
+
 static int f_multi(lua_State *L)
 {
     long p = (long)luaL_checkinteger(L, 3), maxconn = (long)luaL_checkinteger(L, 4);
+    int sockets = lua_toboolean(L, 6);
     floor_t *f;
     luaL_checktype(L, 5, LUA_TFUNCTION);
     luaL_argcheck(L, p >= 1, 3, "at least one");
@@ -160,6 +218,15 @@ static int f_multi(lua_State *L)
     if (maxconn > 0) {
         curl_multi_setopt(f->multi, CURLMOPT_MAX_HOST_CONNECTIONS, maxconn);
         curl_multi_setopt(f->multi, CURLMOPT_MAXCONNECTS, maxconn);
+    }
+    if (sockets) {
+        f->w = calloc(1, sizeof *f->w);
+        if (f->w == NULL)
+            return luaL_error(L, "floor: out of memory");
+        curl_multi_setopt(f->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
+        curl_multi_setopt(f->multi, CURLMOPT_SOCKETDATA, f->w);
+        curl_multi_setopt(f->multi, CURLMOPT_TIMERFUNCTION, on_timer);
+        curl_multi_setopt(f->multi, CURLMOPT_TIMERDATA, f->w);
     }
     /* the decoder travels with the object */
     lua_createtable(L, 1, 0);
@@ -197,7 +264,29 @@ static int multi_batch(lua_State *L)
     while (done < f->p) {
         CURLMsg *msg;
         int left;
-        if (curl_multi_perform(f->multi, &running) != CURLM_OK)
+        if (f->w != NULL) {
+            /* libcurl's socket interface, as a host event loop drives it:
+             * poll what it asked for until its timer, then tell it what
+             * happened */
+            watched *w = f->w;
+            double now = mono_now(), wait = 1.0;
+            int got, k;
+            if (w->timer_on && w->timer_at - now < wait)
+                wait = w->timer_at > now ? w->timer_at - now : 0;
+            got = poll(w->pfd, (nfds_t)w->n, (int)(wait * 1000.0 + 0.999));
+            for (k = 0; got > 0 && k < w->n; k++) {
+                short re = w->pfd[k].revents;
+                if (re != 0) {
+                    got--;
+                    curl_multi_socket_action(f->multi, w->pfd[k].fd,
+                        ((re & POLLIN) ? CURL_CSELECT_IN : 0) | ((re & POLLOUT) ? CURL_CSELECT_OUT : 0)
+                        | ((re & (POLLERR | POLLHUP)) ? CURL_CSELECT_ERR : 0), &running);
+                    w->pfd[k].revents = 0;
+                }
+            }
+            if (w->timer_on && w->timer_at <= mono_now())
+                curl_multi_socket_action(f->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+        } else if (curl_multi_perform(f->multi, &running) != CURLM_OK)
             return luaL_error(L, "floor: curl_multi_perform failed");
         while ((msg = curl_multi_info_read(f->multi, &left)) != NULL) {
             buffer *body = NULL;
@@ -212,7 +301,7 @@ static int multi_batch(lua_State *L)
             lua_call(L, 1, 1);
             lua_replace(L, 3);
         }
-        if (done < f->p && curl_multi_poll(f->multi, NULL, 0, 1000, NULL) != CURLM_OK)
+        if (done < f->p && f->w == NULL && curl_multi_poll(f->multi, NULL, 0, 1000, NULL) != CURLM_OK)
             return luaL_error(L, "floor: curl_multi_poll failed");
     }
     return 1;

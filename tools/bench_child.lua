@@ -11,6 +11,10 @@
 --   heymarket  one client (default options): c:inboxes() (or c:get(PATH)) N
 --              times when P is 1; else N / P batches of P get_async requests,
 --              waited for in turn
+--   sockets    (P > 1) the floor's multi handle driven through libcurl's socket
+--              interface (CURLMOPT_SOCKETFUNCTION and TIMERFUNCTION, the sockets
+--              polled, curl_multi_socket_action), as heymarket drives it so host
+--              event loops can, instead of curl_multi_perform + curl_multi_poll
 --   told       the floor sending heymarket's User-Agent, its result then given to
 --              floor.told: told where the inboxes' numbers and nulls are, it makes
 --              the whole numbers integers (5.3+) and drops the null members, as the
@@ -116,6 +120,15 @@ elseif which == "floor" then
     run = function()
       return m:batch()
     end
+  end
+elseif which == "sockets" then
+  -- the floor for requests in flight (P > 1), driven through libcurl's socket
+  -- interface as heymarket drives it (so that host event loops can), instead
+  -- of curl_multi_perform + curl_multi_poll
+  local floor = require("floor")
+  local m = floor.multi(base .. path, key, p, maxconn, require("cjson").new().decode, true)
+  run = function()
+    return m:batch()
   end
 elseif which == "told" then
   local floor = require("floor")
