@@ -113,7 +113,7 @@ int hm_client_call(lua_State *L, hm_client *c, int client_idx, const char *path,
     hm_client_wait(L, c, req, -1);
     n = push_outcome(L, req);
     hm_request_release(req); /* the body now, not when the collector comes */
-    /* Released, and never seen by Lua code: nothing is left for its __gc,
+    /* Released, and never handed to Lua code: nothing is left for its __gc,
      * which is there for an error raised above (an interrupt, out of
      * memory). Without a metatable the collector frees it without calling
      * a finalizer (LuaJIT, 5.1) or finds none to call (5.2+): one inbox on
