@@ -278,7 +278,7 @@ local function bench_case(srv, lua, case, maxconn)
       end
     end
   end
-  local rows = {}
+  local rows, by_name = {}, {}
   for _, c in ipairs(list) do
     local s = samples[c.name]
     local lo, hi = range(s.vs_floor)
@@ -286,6 +286,7 @@ local function bench_case(srv, lua, case, maxconn)
       name = c.name, rate = median(s.rate), cpu_us = median(s.cpu_us), hwm = median(s.hwm),
       ratio = median(s.vs_floor), lo = lo, hi = hi, cpu_ratio = median(s.cpu_vs_floor),
     }
+    by_name[c.name] = rows[#rows]
   end
   local vs, bound = {}, nil
   for name, list_ in pairs(samples.heymarket.vs) do
@@ -307,7 +308,7 @@ local function bench_case(srv, lua, case, maxconn)
       end
     end
   end
-  return { rows = rows, vs = vs, bound = bound, told_vs = told_vs }
+  return { rows = rows, by_name = by_name, vs = vs, bound = bound, told_vs = told_vs }
 end
 
 -- Runs `tools/bench.lua --child which` (unpinned lua5.4) and returns its numbers.
@@ -474,16 +475,7 @@ local function main(srv)
     for _, lua in ipairs(LUAS) do
       local r = results[case.key .. lua]
       local goal = type(case.goal) == "table" and case.goal[lua] or case.goal
-      local hm, floor, told
-      for _, row in ipairs(r.rows) do
-        if row.name == "heymarket" then
-          hm = row
-        elseif row.name == "floor" then
-          floor = row
-        elseif row.name == "told" then
-          told = row
-        end
-      end
+      local hm, floor, told = r.by_name.heymarket, r.by_name.floor, r.by_name.told
       target(string.format("%s, %s: calls/s × floor", case.label, lua),
         fmt_ratio(hm) .. string.format("; CPU %.2f", hm.cpu_ratio),
         string.format("≥ %.2f", goal), hm.ratio >= goal)
@@ -511,22 +503,11 @@ local function main(srv)
   end
   for _, case in ipairs(inflight) do
     for _, lua in ipairs(LUAS) do
-      local hm
       local r = results[case.label .. lua]
-      for _, row in ipairs(r.rows) do
-        if row.name == "heymarket" then
-          hm = row
-        end
-      end
+      local hm, sockets = r.by_name.heymarket, r.by_name.sockets
       target(string.format("%s, %s: requests/s × floor", case.label, lua),
         fmt_ratio(hm) .. string.format("; CPU %.2f", hm.cpu_ratio),
         string.format("≥ %.2f", case.goal), hm.ratio >= case.goal)
-      local sockets
-      for _, row in ipairs(r.rows) do
-        if row.name == "sockets" then
-          sockets = row
-        end
-      end
       target(string.format("%s, %s: *the floor through libcurl's socket interface*: × floor",
         case.label, lua), fmt_ratio(sockets), string.format("≥ %.2f", case.goal),
         sockets.ratio >= case.goal, true)
