@@ -152,8 +152,8 @@ asan: deps-test deps-clang
 # libFuzzer, FUZZ_SECONDS each: the failure triple built from header lines and
 # bodies (the key must never show), decoding + normalising any bytes, and (on
 # Lua 5.1, where object nulls are blanked in the text) decoding against
-# lua-cjson itself, once with the SSE2 byte classifier and once with the
-# portable one other machines use.
+# lua-cjson itself; the last two once with the SSE2 byte scans and once with
+# the portable ones other machines use.
 FUZZ_SECONDS ?= 60
 FUZZ_FLAGS    = -std=c99 -Wall -Wextra -Werror -g -O1 -fsanitize=fuzzer,address,undefined \
                 -I/usr/include/lua5.4
@@ -168,6 +168,11 @@ fuzz: deps-test deps-clang
 		build/fuzz/fuzz_response -max_total_time=$(FUZZ_SECONDS) -max_len=4096 build/fuzz/corpus fuzz/seeds
 	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 		build/fuzz/fuzz_json -max_total_time=$(FUZZ_SECONDS) -max_len=4096 build/fuzz/corpus_json fuzz/seeds_json
+	clang $(FUZZ_FLAGS) -DHM_PORTABLE_SCAN -o build/fuzz/fuzz_json_portable fuzz/fuzz_json.c $(SOURCES) \
+		-llua5.4 -lcurl -lm
+	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+		build/fuzz/fuzz_json_portable -max_total_time=$(FUZZ_SECONDS) -max_len=4096 \
+		build/fuzz/corpus_json fuzz/seeds_json
 	@mkdir -p build/fuzz/corpus_nulls
 	clang $(subst lua5.4,lua5.1,$(FUZZ_FLAGS)) -o build/fuzz/fuzz_nulls fuzz/fuzz_nulls.c $(SOURCES) \
 		-llua5.1 -lcurl -lm

@@ -186,6 +186,14 @@ describe("Results", function()
       { f = { 3 }, g = { "s", "t" } }, { g = { { h = 4 } }, i = { "\\" } }, { i = { 5 } } })
     check("nested_nulls", { { a = { 1, { c = 2 } } }, { d = { { {} } }, f = { heymarket.null, "g" } } })
     check("kinds_merge", { { i = { 5 }, j = 1 }, { i = { 6 }, j = 2 }, { i = { "s" }, j = 3 } })
+    local pad = string.rep("x", 20)
+    check("window_keys", {
+      { pad = pad, id = 1, fifteen_bytes_k = 2, sixteen_bytes_ke = 3, a_key_of_twenty_four_b = 4,
+        allowed_domains = { "a" } },
+      { pad = pad, id = 10, fifteen_bytes_k = 6, zsixteen_bytes_ke = 7, b_key_of_twenty_four_b = 8,
+        allowed_domains = { "b", 9 } } })
+    check("escaped_quote_key", { { pad = pad, id = 1, n = 1 }, { pad = pad, id = 2, n = 2 },
+      { pad = pad, ['a"id'] = 3, n = 3 } })
     local many = { {}, { k40 = { k1 = 41 } } }
     for i = 1, 40 do
       many[1]["k" .. i] = i

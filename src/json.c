@@ -810,8 +810,12 @@ static int blank_null_members(char *p, size_t n)
  *
  * The pass runs before decoding, and what it found is used only when the
  * body then decoded, so only its reading of valid JSON counts. It stops
- * only at colons: a member's colon follows its key's closing quote (and
- * maybe spaces), and that quote is unescaped, so every key is found.
+ * only at colons (found 64 bytes at a time), and not at those right before
+ * a string's or a boolean's first byte: a member's colon follows its key's
+ * closing quote (and maybe spaces), and that quote is unescaped, so every
+ * key whose value may need fixing is found. The objects of an array
+ * repeat their keys in one order, so the key after the last one found is
+ * tried first, by comparing the 16 bytes before the closing quote.
  * A colon inside a string can look the same (`{"k,":" :1"}`); it adds a key
  * that is looked up for nothing, never hides one. (lua-cjson stops at a NUL
  * byte; keys after one are looked up for nothing too.) A key with an escape
@@ -825,14 +829,17 @@ static int blank_null_members(char *p, size_t n)
 #define K_FLAT 32
 
 typedef struct keyset {
-    struct {
-        const char *p;
+    struct key {
+        /* The 16 bytes that end at the key's closing quote, as two words,
+         * with masks for the bytes that are the key and (if it has at most
+         * 15 bytes) its opening quote: two compares find a match, which
+         * for a longer key needs the rest compared too. */
+        uint64_t tail, tail_mask, head, head_mask;
         size_t len;
         int kinds; /* what the key's values were: K_NUMBER, K_NULL, K_TABLE, K_FLAT */
-        uint64_t tail, mask; /* the 8 bytes ending the key as found (mask: those
-                                of its opening quote and itself), 0: none */
     } key[KEYSET_MAX];
-    unsigned n, next; /* next: the one after the last key found */
+    const char *text[KEYSET_MAX]; /* where each key's bytes are in the body */
+    unsigned n;
 } keyset;
 
 /* memcmp(a, b, n) == 0 for the short keys of an API, eight bytes at a time. */
@@ -869,67 +876,91 @@ static int same_bytes(const char *a, const char *b, size_t n)
 /* Is key i of ks the one whose closing quote is at close? Matched backwards
  * from close: a plain key has no quote of its own, so an unescaped quote
  * just before its bytes opens it. */
-static int key_again(const keyset *ks, unsigned i, const char *p, const char *close)
+static inline int key_again(const keyset *ks, unsigned i, const char *p, const char *close)
 {
-    size_t len = ks->key[i].len;
-    if (ks->key[i].mask != 0 && close - p >= 8) {
-        /* one 8-byte compare: the quote and the key, or the key's last 8 */
-        uint64_t w;
-        memcpy(&w, close - 8, 8);
-        if ((w & ks->key[i].mask) != ks->key[i].tail)
+    const struct key *k = &ks->key[i];
+    size_t len = k->len;
+    if (close - p > 16) {
+        uint64_t t, h;
+        memcpy(&t, close - 8, 8);
+        memcpy(&h, close - 16, 8);
+        if (((t & k->tail_mask) ^ k->tail) | ((h & k->head_mask) ^ k->head))
             return 0;
-        if (len >= 8
-            && !((size_t)(close - p) > len && close[-(ptrdiff_t)len - 1] == '"'
-                 && same_bytes(close - len, ks->key[i].p, len - 8)))
+        if (len < 16) /* the quote matched too, and the byte before it is there */
+            return close[-(ptrdiff_t)len - 2] != '\\' || !escaped(p, close - len - 1);
+        if (!((size_t)(close - p) > len && close[-(ptrdiff_t)len - 1] == '"'
+              && same_bytes(close - len, ks->text[i], len - 16)))
             return 0;
     } else if (!((size_t)(close - p) > len && close[-(ptrdiff_t)len - 1] == '"'
-                 && same_bytes(close - len, ks->key[i].p, len)))
+                 && same_bytes(close - len, ks->text[i], len)))
         return 0;
     /* ...and its opening quote is not escaped */
     return !((size_t)(close - p) > len + 1 && close[-(ptrdiff_t)len - 2] == '\\'
              && escaped(p, close - len - 1));
 }
 
-/* The key whose closing quote is at close (unescaped): add it, with the kind
- * of its value, unless it is there. The objects of an array repeat their
- * keys in one order, so the one after the last found is tried first.
- * Returns 0 when the pass must give up. */
-static int keyset_add(keyset *ks, const char *p, const char *close, int kind)
+/* The index in ks of the key whose closing quote is at close (unescaped),
+ * added (with no kinds yet) unless it is there; -1 when no key closes
+ * there (a colon inside a string), -2 when the pass must give up. */
+static int keyset_find(keyset *ks, const char *p, const char *close)
 {
     const char *open;
-    size_t o;
-    unsigned i = ks->next;
-    if (i < ks->n && key_again(ks, i, p, close)) {
-        ks->key[i].kinds |= kind;
-        ks->next = i + 1 == ks->n ? 0 : i + 1; /* the next object starts again */
-        return 1;
-    }
+    size_t o, len;
+    unsigned i;
     if ((o = key_open(p, (size_t)(close - p))) == NOWHERE)
-        return 1; /* no key: a colon inside a string */
+        return -1;
     open = p + o + 1;
-    for (i = 0; i < ks->n; i++) {
-        if (ks->key[i].len == (size_t)(close - open) && same_bytes(ks->key[i].p, open, ks->key[i].len)) {
-            ks->key[i].kinds |= kind;
-            ks->next = i + 1;
-            return 1;
-        }
-    }
+    len = (size_t)(close - open);
+    for (i = 0; i < ks->n; i++)
+        if (ks->key[i].len == len && same_bytes(ks->text[i], open, len))
+            return (int)i;
     if (ks->n == KEYSET_MAX || !plain_key(p, (size_t)(open - p), (size_t)(close - p)))
-        return 0;
-    ks->key[ks->n].p = open;
-    ks->key[ks->n].len = (size_t)(close - open);
-    ks->key[ks->n].kinds = kind;
-    ks->key[ks->n].tail = ks->key[ks->n].mask = 0;
-    if (close - p >= 8) {
-        unsigned char m[8] = {0};
-        size_t b = (size_t)(close - open) + 1; /* the quote and the key */
-        memset(m + (b < 8 ? 8 - b : 0), 0xff, b < 8 ? b : 8);
-        memcpy(&ks->key[ks->n].mask, m, 8);
-        memcpy(&ks->key[ks->n].tail, close - 8, 8);
-        ks->key[ks->n].tail &= ks->key[ks->n].mask;
+        return -2;
+    ks->text[i] = open;
+    ks->key[i].len = len;
+    ks->key[i].kinds = 0;
+    {
+        unsigned char b[16] = {0}, m[16] = {0};
+        size_t k = len < 16 ? len + 1 : 16; /* the quote and the key, or the key's last 16 */
+        memcpy(b + 16 - k, close - k, k);
+        memset(m + 16 - k, 0xff, k);
+        memcpy(&ks->key[i].head, b, 8);
+        memcpy(&ks->key[i].tail, b + 8, 8);
+        memcpy(&ks->key[i].head_mask, m, 8);
+        memcpy(&ks->key[i].tail_mask, m + 8, 8);
     }
-    ks->next = ++ks->n;
-    return 1;
+    ks->n++;
+    return (int)i;
+}
+
+/* Just past the string whose opening quote is at index i, or 0 (as
+ * string_end). Sixteen bytes at a time where SSE2 is: an API's strings are
+ * short, and memchr costs more to call than to run on them. */
+static inline size_t skip_string(const char *p, size_t i, size_t n)
+{
+#if defined(__SSE2__) && !defined(HM_PORTABLE_SCAN)
+    const __m128i quote = _mm_set1_epi8('"'), backslash = _mm_set1_epi8('\\');
+    size_t s = i + 1;
+    while (n - s >= 16) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(p + s));
+        unsigned m = (unsigned)_mm_movemask_epi8(
+            _mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, backslash)));
+        if (m == 0) {
+            s += 16;
+            continue;
+        }
+        s += lowest_bit(m);
+        if (p[s] == '"')
+            return s + 1;
+        if (n - s < 2)
+            return 0;
+        s += 2; /* a backslash, and the byte it escapes */
+    }
+    /* from s on by hand: escaped() counts a quote's whole run of backslashes */
+    return s < n ? string_end(p, s - 1, n) : 0;
+#else
+    return string_end(p, i, n);
+#endif
 }
 
 /* The kinds (K_NUMBER, K_NULL) of the elements of the array whose '[' is at
@@ -937,65 +968,139 @@ static int keyset_add(keyset *ks, const char *p, const char *close, int kind)
  * string ends at the next unescaped quote. */
 static int flat_array(const char *p, const char *v, const char *end)
 {
-    const char *q = v + 1;
+    size_t q = (size_t)(v - p) + 1, n = (size_t)(end - p);
     int kinds = 0;
-    while (q < end && KIND(*q) == K_SPACE)
+    while (q < n && KIND(p[q]) == K_SPACE)
         q++;
-    if (q < end && *q == ']')
+    if (q < n && p[q] == ']')
         return 0;
-    for (;;) {
-        if (q == end)
-            return -1;
-        if (*q == '"') {
-            size_t after = string_end(p, (size_t)(q - p), (size_t)(end - p));
-            if (after == 0)
+    while (q < n) {
+        if (p[q] == '"') {
+            if ((q = skip_string(p, q, n)) == 0)
                 return -1;
-            q = p + after;
-        } else if (KIND(*q) & K_TOKEN) {
-            kinds |= KIND(*q) & (K_NUMBER | K_NULL);
-            while (q < end && (KIND(*q) & K_TOKEN))
+        } else if (KIND(p[q]) & K_TOKEN) {
+            kinds |= KIND(p[q]) & (K_NUMBER | K_NULL);
+            while (q < n && (KIND(p[q]) & K_TOKEN))
                 q++;
         } else
             return -1;
-        while (q < end && KIND(*q) == K_SPACE)
+        while (q < n && KIND(p[q]) == K_SPACE)
             q++;
-        if (q == end || *q != ',')
-            return q < end && *q == ']' ? kinds : -1;
+        if (q == n || p[q] != ',')
+            return q < n && p[q] == ']' ? kinds : -1;
         q++;
-        while (q < end && KIND(*q) == K_SPACE)
+        while (q < n && KIND(p[q]) == K_SPACE)
             q++;
     }
+    return -1;
 }
+
+/* The colons among the (at most) 64 bytes at p + base, a bit a byte, but
+ * for the body's last byte and those right before a '"', 't' or 'f': a
+ * member whose value is a string or a boolean needs nothing, and is most
+ * of an API's members. (Before a space, the value is found by hand.) */
+#if defined(__SSE2__) && !defined(HM_PORTABLE_SCAN)
+static inline uint64_t colons_16(const unsigned char *b)
+{
+    const __m128i colon = _mm_set1_epi8(':'), quote = _mm_set1_epi8('"'),
+                  tf = _mm_set1_epi8(0x76), fold = _mm_set1_epi8(0x12);
+    __m128i v = _mm_loadu_si128((const __m128i *)(const void *)b);
+    __m128i w = _mm_loadu_si128((const __m128i *)(const void *)(b + 1));
+    /* 't' and 'f' (and 'd' and 'v', which start no value) | 0x12 are 'v' */
+    __m128i skip = _mm_or_si128(_mm_cmpeq_epi8(w, quote), _mm_cmpeq_epi8(_mm_or_si128(w, fold), tf));
+    return (unsigned)_mm_movemask_epi8(_mm_andnot_si128(skip, _mm_cmpeq_epi8(v, colon)));
+}
+
+static uint64_t colon_bits(const char *p, size_t n, size_t base)
+{
+    const unsigned char *b = (const unsigned char *)p + base;
+    unsigned char tail[65];
+    if (n - base < 65) { /* the last block, and the byte after it */
+        size_t len = n - base < 64 ? n - base : 64;
+        memset(tail, ' ', sizeof tail);
+        memcpy(tail, b, len);
+        tail[len - 1] = ' '; /* a colon last has no value */
+        b = tail;
+    }
+    return colons_16(b) | colons_16(b + 16) << 16 | colons_16(b + 32) << 32 | colons_16(b + 48) << 48;
+}
+#else
+static uint64_t colon_bits(const char *p, size_t n, size_t base)
+{
+    size_t k, len = n - base < 64 ? n - base : 64;
+    uint64_t m = 0;
+    for (k = 0; k < len && base + k + 1 < n; k++) /* a colon last has no value */
+        if (p[base + k] == ':' && p[base + k + 1] != '"' && p[base + k + 1] != 't'
+            && p[base + k + 1] != 'f')
+            m |= (uint64_t)1 << k;
+    return m;
+}
+#endif
 
 /* Collect the keys of the members whose values are of the kinds in want,
  * with the kinds each key's values were; an array counts as K_TABLE only
  * when it holds an object, an array, or elements of the kinds in
- * elem_want. */
+ * elem_want. Once a key is to be visited (any kind but K_FLAT), what its
+ * other values are changes nothing: they are only matched. */
 static int collect_keys(const char *p, size_t n, int want, int elem_want, keyset *ks)
 {
-    const char *end = p + n, *c = p;
-    ks->n = ks->next = 0;
-    while ((c = memchr(c, ':', (size_t)(end - c))) != NULL) {
-        const char *v = ++c, *close;
-        int kind;
-        while (v < end && KIND(*v) == K_SPACE)
-            v++;
-        if (v == end || (kind = KIND(*v) & want) == 0 || c - 1 == p)
-            continue;
-        close = c - 2;
-        while (close > p && KIND(*close) == K_SPACE)
-            close--;
-        if (close <= p || *close != '"' || (close[-1] == '\\' && escaped(p, close)))
-            continue; /* not a member's colon */
-        if (*v == '[') {
-            int elems = flat_array(p, v, end);
-            if (elems >= 0 && (elems & elem_want) == 0)
-                kind = K_FLAT;
+    const char *end = p + n;
+    size_t base = 0;
+    unsigned next = 0, nk = 0; /* next: the key after the last one found */
+    uint64_t bits;
+    ks->n = 0;
+    if (n == 0)
+        return 1;
+    bits = colon_bits(p, n, 0) & ~(uint64_t)1; /* a colon first has no key */
+    for (;;) {
+        for (; bits != 0; bits &= bits - 1) {
+            const char *c = p + base + lowest_bit(bits), *v = c + 1, *close = c - 1;
+            int kind = KIND(*v), i;
+            struct key *k;
+            if (kind == K_SPACE) {
+                while (v < end && KIND(*v) == K_SPACE)
+                    v++;
+                if (v == end)
+                    break;
+                kind = KIND(*v);
+            }
+            if ((kind &= want) == 0)
+                continue;
+            if (*close != '"' || close == p) {
+                while (close > p && KIND(*close) == K_SPACE)
+                    close--;
+                if (close == p || *close != '"')
+                    continue; /* not a member's colon */
+            }
+            if (close[-1] == '\\' && escaped(p, close))
+                continue;
+            if (next < nk && key_again(ks, next, p, close)) {
+                /* the objects of an array repeat their keys in one order */
+                i = (int)next++;
+                if (next == nk)
+                    next = 0;
+            } else {
+                if ((i = keyset_find(ks, p, close)) == -1)
+                    continue;
+                if (i == -2)
+                    return 0;
+                nk = ks->n;
+                next = (unsigned)i + 1;
+            }
+            k = &ks->key[i];
+            if ((k->kinds & ~K_FLAT) != 0)
+                continue; /* visited already */
+            if (*v == '[') {
+                int elems = flat_array(p, v, end);
+                if (elems >= 0 && (elems & elem_want) == 0)
+                    kind = K_FLAT;
+            }
+            k->kinds |= kind;
         }
-        if (!keyset_add(ks, p, close, kind))
-            return 0;
+        if ((base += 64) >= n)
+            return 1;
+        bits = colon_bits(p, n, base);
     }
-    return 1;
 }
 
 /* Is the error at the top the decoder's own verdict on its input? lua-cjson
@@ -1139,7 +1244,7 @@ int hm_json_decode(lua_State *L, hm_request *req, int keep_null)
             w.nkeys = 0;
             for (k = 0; k < prep.ks.n; k++) {
                 if ((prep.ks.key[k].kinds & ~K_FLAT) != 0) { /* flat arrays need nothing */
-                    lua_pushlstring(L, prep.ks.key[k].p, prep.ks.key[k].len);
+                    lua_pushlstring(L, prep.ks.text[k], prep.ks.key[k].len);
                     w.nkeys++;
                 }
             }
