@@ -830,10 +830,10 @@ static int blank_null_members(char *p, size_t n)
 
 typedef struct keyset {
     struct key {
-        /* The 16 bytes that end at the key's closing quote, as two words,
-         * with masks for the bytes that are the key and (if it has at most
-         * 15 bytes) its opening quote: two compares find a match, which
-         * for a longer key needs the rest compared too. */
+        /* The 16 bytes that end with the key's closing quote, as two
+         * words, with masks for the bytes that are the key and its quotes
+         * (the opening one if the key has at most 14 bytes): two compares
+         * find a match, which for a longer key needs the rest compared. */
         uint64_t tail, tail_mask, head, head_mask;
         size_t len;
         int kinds; /* what the key's values were: K_NUMBER, K_NULL, K_TABLE, K_FLAT */
@@ -873,30 +873,28 @@ static int same_bytes(const char *a, const char *b, size_t n)
     return n == 0;
 }
 
-/* Is key i of ks the one whose closing quote is at close? Matched backwards
- * from close: a plain key has no quote of its own, so an unescaped quote
- * just before its bytes opens it. */
-static inline int key_again(const keyset *ks, unsigned i, const char *p, const char *close)
+/* Is key i of ks the one whose member's colon is at c (right after its
+ * closing quote, at least 17 bytes into p)? Matched backwards: a plain key
+ * has no quote of its own, so an unescaped quote just before its bytes
+ * opens it. */
+static inline int key_again(const keyset *ks, unsigned i, const char *p, const char *c)
 {
     const struct key *k = &ks->key[i];
     size_t len = k->len;
-    if (close - p > 16) {
-        uint64_t t, h;
-        memcpy(&t, close - 8, 8);
-        memcpy(&h, close - 16, 8);
-        if (((t & k->tail_mask) ^ k->tail) | ((h & k->head_mask) ^ k->head))
-            return 0;
-        if (len < 16) /* the quote matched too, and the byte before it is there */
-            return close[-(ptrdiff_t)len - 2] != '\\' || !escaped(p, close - len - 1);
-        if (!((size_t)(close - p) > len && close[-(ptrdiff_t)len - 1] == '"'
-              && same_bytes(close - len, ks->text[i], len - 16)))
-            return 0;
-    } else if (!((size_t)(close - p) > len && close[-(ptrdiff_t)len - 1] == '"'
-                 && same_bytes(close - len, ks->text[i], len)))
+    uint64_t t, h;
+    memcpy(&t, c - 8, 8);
+    memcpy(&h, c - 16, 8);
+    if (((t & k->tail_mask) ^ k->tail) | ((h & k->head_mask) ^ k->head))
         return 0;
+    if (len > 14) { /* the opening quote, and the bytes after it the words missed */
+        if (!((size_t)(c - p) > len + 1 && c[-(ptrdiff_t)len - 2] == '"'
+              && same_bytes(c - len - 1, ks->text[i], len - 15)))
+            return 0;
+        if ((size_t)(c - p) == len + 2)
+            return 1;
+    }
     /* ...and its opening quote is not escaped */
-    return !((size_t)(close - p) > len + 1 && close[-(ptrdiff_t)len - 2] == '\\'
-             && escaped(p, close - len - 1));
+    return c[-(ptrdiff_t)len - 3] != '\\' || !escaped(p, c - len - 2);
 }
 
 /* The index in ks of the key whose closing quote is at close (unescaped),
@@ -921,8 +919,8 @@ static int keyset_find(keyset *ks, const char *p, const char *close)
     ks->key[i].kinds = 0;
     {
         unsigned char b[16] = {0}, m[16] = {0};
-        size_t k = len < 16 ? len + 1 : 16; /* the quote and the key, or the key's last 16 */
-        memcpy(b + 16 - k, close - k, k);
+        size_t k = len < 15 ? len + 2 : 16; /* the key and its quotes, or their last 16 */
+        memcpy(b + 16 - k, close + 1 - k, k);
         memset(m + 16 - k, 0xff, k);
         memcpy(&ks->key[i].head, b, 8);
         memcpy(&ks->key[i].tail, b + 8, 8);
@@ -996,33 +994,39 @@ static int flat_array(const char *p, const char *v, const char *end)
 }
 
 /* The colons among the (at most) 64 bytes at p + base, a bit a byte, but
- * for the body's last byte and those right before a '"', 't' or 'f': a
- * member whose value is a string or a boolean needs nothing, and is most
- * of an API's members. (Before a space, the value is found by hand.) */
+ * for the body's last byte and those right before a '"': a member whose
+ * value is a string needs nothing, and is most of an API's members.
+ * (Booleans need nothing either, but looking for them here costs more
+ * than they do below; before a space, the value is found there too.) */
 #if defined(__SSE2__) && !defined(HM_PORTABLE_SCAN)
 static inline uint64_t colons_16(const unsigned char *b)
 {
-    const __m128i colon = _mm_set1_epi8(':'), quote = _mm_set1_epi8('"'),
-                  tf = _mm_set1_epi8(0x76), fold = _mm_set1_epi8(0x12);
+    const __m128i colon = _mm_set1_epi8(':'), quote = _mm_set1_epi8('"');
     __m128i v = _mm_loadu_si128((const __m128i *)(const void *)b);
     __m128i w = _mm_loadu_si128((const __m128i *)(const void *)(b + 1));
-    /* 't' and 'f' (and 'd' and 'v', which start no value) | 0x12 are 'v' */
-    __m128i skip = _mm_or_si128(_mm_cmpeq_epi8(w, quote), _mm_cmpeq_epi8(_mm_or_si128(w, fold), tf));
-    return (unsigned)_mm_movemask_epi8(_mm_andnot_si128(skip, _mm_cmpeq_epi8(v, colon)));
+    return (unsigned)_mm_movemask_epi8(_mm_andnot_si128(_mm_cmpeq_epi8(w, quote), _mm_cmpeq_epi8(v, colon)));
 }
 
-static uint64_t colon_bits(const char *p, size_t n, size_t base)
+static inline uint64_t colons_64(const unsigned char *b)
 {
-    const unsigned char *b = (const unsigned char *)p + base;
-    unsigned char tail[65];
-    if (n - base < 65) { /* the last block, and the byte after it */
-        size_t len = n - base < 64 ? n - base : 64;
-        memset(tail, ' ', sizeof tail);
-        memcpy(tail, b, len);
-        tail[len - 1] = ' '; /* a colon last has no value */
-        b = tail;
-    }
     return colons_16(b) | colons_16(b + 16) << 16 | colons_16(b + 32) << 32 | colons_16(b + 48) << 48;
+}
+
+static uint64_t colon_bits_last(const char *p, size_t n, size_t base)
+{
+    unsigned char tail[65];
+    size_t len = n - base < 64 ? n - base : 64;
+    memset(tail, ' ', sizeof tail);
+    memcpy(tail, p + base, len);
+    tail[len - 1] = ' '; /* a colon last has no value */
+    return colons_64(tail);
+}
+
+static inline uint64_t colon_bits(const char *p, size_t n, size_t base)
+{
+    if (n - base < 65) /* the last block, and the byte after it */
+        return colon_bits_last(p, n, base);
+    return colons_64((const unsigned char *)p + base);
 }
 #else
 static uint64_t colon_bits(const char *p, size_t n, size_t base)
@@ -1030,8 +1034,7 @@ static uint64_t colon_bits(const char *p, size_t n, size_t base)
     size_t k, len = n - base < 64 ? n - base : 64;
     uint64_t m = 0;
     for (k = 0; k < len && base + k + 1 < n; k++) /* a colon last has no value */
-        if (p[base + k] == ':' && p[base + k + 1] != '"' && p[base + k + 1] != 't'
-            && p[base + k + 1] != 'f')
+        if (p[base + k] == ':' && p[base + k + 1] != '"')
             m |= (uint64_t)1 << k;
     return m;
 }
@@ -1066,20 +1069,20 @@ static int collect_keys(const char *p, size_t n, int want, int elem_want, keyset
             }
             if ((kind &= want) == 0)
                 continue;
-            if (*close != '"' || close == p) {
-                while (close > p && KIND(*close) == K_SPACE)
-                    close--;
-                if (close == p || *close != '"')
-                    continue; /* not a member's colon */
-            }
-            if (close[-1] == '\\' && escaped(p, close))
-                continue;
-            if (next < nk && key_again(ks, next, p, close)) {
+            if (next < nk && c - p > 16 && key_again(ks, next, p, c)) {
                 /* the objects of an array repeat their keys in one order */
                 i = (int)next++;
                 if (next == nk)
                     next = 0;
             } else {
+                if (*close != '"' || close == p) {
+                    while (close > p && KIND(*close) == K_SPACE)
+                        close--;
+                    if (close == p || *close != '"')
+                        continue; /* not a member's colon */
+                }
+                if (close[-1] == '\\' && escaped(p, close))
+                    continue;
                 if ((i = keyset_find(ks, p, close)) == -1)
                     continue;
                 if (i == -2)
