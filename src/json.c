@@ -281,8 +281,9 @@ static int normalise(lua_State *L, const walk *w, int depth)
     size_t n;
     if (depth > MAX_DEPTH)
         return 0;
-    /* held values, and 4 more a level: only memory can lack */
-    if (!lua_checkstack(L, hold + 4))
+    /* held values, and 4 more a level: only memory can lack (the first
+     * HELD_DEPTH levels' are reserved at once, before the walk) */
+    if (depth > HELD_DEPTH && !lua_checkstack(L, hold + 4))
         hm_raise_memory(L);
     n = hm_rawlen(L, t);
     if (n > 0) {
@@ -1253,6 +1254,8 @@ int hm_json_decode(lua_State *L, hm_request *req, int keep_null)
             }
             lua_pushvalue(L, w.keys - 1);
         }
+        if (!lua_checkstack(L, (HELD_MAX + 4) * HELD_DEPTH))
+            hm_raise_memory(L);
         ok = normalise(L, &w, 1);
         if (w.nkeys >= 0)
             lua_settop(L, w.keys - 1);
