@@ -812,11 +812,11 @@ static int blank_null_members(char *p, size_t n)
  * The pass runs before decoding, and what it found is used only when the
  * body then decoded, so only its reading of valid JSON counts. It stops
  * only at colons (found 64 bytes at a time), and not at those right before
- * a string's or a boolean's first byte: a member's colon follows its key's
- * closing quote (and maybe spaces), and that quote is unescaped, so every
- * key whose value may need fixing is found. The objects of an array
- * repeat their keys in one order, so the key after the last one found is
- * tried first, by comparing the 16 bytes before the closing quote.
+ * a string's opening quote: a member's colon follows its key's closing
+ * quote (and maybe spaces), and that quote is unescaped, so every key
+ * whose value may need fixing is found. The objects of an array repeat
+ * their keys in one order, so the key after the last one found is tried
+ * first, by comparing the 16 bytes before the colon.
  * A colon inside a string can look the same (`{"k,":" :1"}`); it adds a key
  * that is looked up for nothing, never hides one. (lua-cjson stops at a NUL
  * byte; keys after one are looked up for nothing too.) A key with an escape
@@ -1005,12 +1005,14 @@ static inline uint64_t colons_16(const unsigned char *b)
     const __m128i colon = _mm_set1_epi8(':'), quote = _mm_set1_epi8('"');
     __m128i v = _mm_loadu_si128((const __m128i *)(const void *)b);
     __m128i w = _mm_loadu_si128((const __m128i *)(const void *)(b + 1));
-    return (unsigned)_mm_movemask_epi8(_mm_andnot_si128(_mm_cmpeq_epi8(w, quote), _mm_cmpeq_epi8(v, colon)));
+    __m128i found = _mm_andnot_si128(_mm_cmpeq_epi8(w, quote), _mm_cmpeq_epi8(v, colon));
+    return (unsigned)_mm_movemask_epi8(found);
 }
 
 static inline uint64_t colons_64(const unsigned char *b)
 {
-    return colons_16(b) | colons_16(b + 16) << 16 | colons_16(b + 32) << 32 | colons_16(b + 48) << 48;
+    return colons_16(b) | colons_16(b + 16) << 16 | colons_16(b + 32) << 32
+           | colons_16(b + 48) << 48;
 }
 
 static uint64_t colon_bits_last(const char *p, size_t n, size_t base)
