@@ -1091,7 +1091,7 @@ static int collect_keys(const char *p, size_t n, int want, int elem_want, keyset
                 if (i == -2)
                     return 0;
                 nk = ks->n;
-                next = (unsigned)i + 1;
+                next = (unsigned)i + 1 == nk ? 0 : (unsigned)i + 1;
             }
             k = &ks->key[i];
             if ((k->kinds & ~K_FLAT) != 0)
