@@ -90,9 +90,9 @@ local JSON_CASES = {
     .. '{"f":[3],"g":[ "s" , "t" ]},{"g":[{"h":4}],"i":["\\\\"]},{"i":[5]}]',
   nested_nulls = '[{"a":[1,{"b":null,"c":2}]},{"d":[[{"e":null}]],"f":[null,"g"]}]',
   kinds_merge = '[{"i":[5],"j":1},{"i":[6],"j":2},{"i":["s"],"j":3}]',
-  -- keys the pass matches by the 16 bytes before their closing quote (far
-  -- enough in): 15 and 16 bytes long, longer ones that end the same, one
-  -- that ends as another, an escaped quote before bytes that look like one
+  -- keys the pass matches by the 16 bytes before their colon (far enough
+  -- in): 15 and 16 bytes long, longer ones that end the same, one that ends
+  -- as another, an escaped quote before bytes that look like one
   window_keys = '[{"pad":"' .. string.rep("x", 20) .. '","id":1,"fifteen_bytes_k":2,'
     .. '"sixteen_bytes_ke":3,"a_key_of_twenty_four_b":4,"allowed_domains":["a"]},'
     .. '{"pad":"' .. string.rep("x", 20) .. '","id":10,"fifteen_bytes_k" :6,'
