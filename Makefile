@@ -142,7 +142,7 @@ valgrind: deps-test
 
 asan: deps-test deps-clang
 	@mkdir -p build/asan
-	clang $(WARNINGS) -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fPIC \
+	clang $(WARNINGS) -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fPIC -DHM_CHECK_INVARIANTS \
 		-I/usr/include/lua5.4 -shared -o build/asan/heymarket.so $(SOURCES) $(LIBS)
 	clang -std=c99 -Wall -Wextra -Werror -O1 -g -fsanitize=address,undefined \
 		-I/usr/include/lua5.4 -o build/asan/lua tools/asan_lua.c -llua5.4

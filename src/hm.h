@@ -102,6 +102,8 @@ struct hm_client {
     int in_nginx;             /* made where the global ngx exists (OpenResty) */
     uint64_t rng;
     hm_request *active;       /* requests not yet done, linked through next/prev */
+    unsigned n_queued;        /* how many of them are HM_QUEUED: the drive loop walks
+                                 the list for due starts only when some are */
     struct hm_idle {
         CURL *easy;           /* set up for this client, not in use */
         char *errbuf;         /* its CURLOPT_ERRORBUFFER, kept with it */

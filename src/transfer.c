@@ -459,6 +459,8 @@ static void unlink_request(hm_request *req)
     hm_client *c = req->client;
     if (!req->linked)
         return;
+    if (req->state == HM_QUEUED)
+        c->n_queued--;
     if (req->prev != NULL)
         req->prev->next = req->next;
     else
@@ -622,6 +624,8 @@ static void start_attempt(hm_request *req)
         hm_request_finish(req, HM_KIND_NOMEM, "could not add the transfer to the multi handle");
         return;
     }
+    if (req->state == HM_QUEUED)
+        c->n_queued--;
     req->state = HM_RUNNING;
 }
 
@@ -716,6 +720,7 @@ static void complete_attempt(hm_request *req, CURLcode code)
     }
     wait = req->retry_after >= 0 ? req->retry_after : backoff(c, req->attempts);
     req->state = HM_QUEUED;
+    c->n_queued++;
     req->start_at = hm_now() + wait;
 }
 
@@ -730,6 +735,7 @@ void hm_request_begin(hm_request *req)
     c->active = req;
     req->linked = 1;
     req->state = HM_QUEUED;
+    c->n_queued++;
     req->start_at = hm_now();
     req->seen_step = c->steps;
     /* Only hand the transfer to the multi handle: driving every transfer
