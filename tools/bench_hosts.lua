@@ -22,6 +22,7 @@ local build = root .. "/build/luajit"
 local shell_quote = util.shell_quote
 local ROUNDS = tonumber(os.getenv("BENCH_ROUNDS") or "") or 21
 local MANY = tonumber(os.getenv("BENCH_MANY") or "") or 1000
+local CPU_PAIRS = tonumber(os.getenv("BENCH_CPU_PAIRS") or "") or 7
 
 assert(util.read_file(build .. "/heymarket.so"), "run `make LUA=luajit` first")
 
@@ -246,24 +247,35 @@ step()
       for i = 1, %d do reqs[i]:wait() if reqs[i]:result() then good = good + 1 end end
       print(string.format("%%.6f %%d", cpu() - c0, good))
     ]=], build .. "/?.so;", srv.key, srv.http, MANY, MANY))
-    local used, bused, good, bgood, failed = {}, {}, 0, 0, nil
-    for _ = 1, 3 do -- alternated pairs
-      local u, g = get("/many?n=" .. MANY):match("^(%S+) (%d+)")
-      local printed = run(base_cmd)
+    local used, bused, ratios, good, bgood, failed = {}, {}, {}, 0, 0, nil
+    for pair = 1, CPU_PAIRS do -- alternated: which of the two goes first
+      local u, g, printed
+      if pair % 2 == 1 then
+        u, g = get("/many?n=" .. MANY):match("^(%S+) (%d+)")
+        printed = run(base_cmd)
+      else
+        printed = run(base_cmd)
+        u, g = get("/many?n=" .. MANY):match("^(%S+) (%d+)")
+      end
       local b, bg = printed:match("(%d+%.%d+) (%d+)")
       if not (u and b) then
         failed = printed
         break
       end
       used[#used + 1], bused[#bused + 1] = tonumber(u), tonumber(b)
+      ratios[#ratios + 1] = tonumber(u) / tonumber(b)
       good, bgood = good + tonumber(g), bgood + tonumber(bg)
     end
     if not failed then
-      local ratio = median(used) / median(bused)
+      -- the ratio within each pair, then their median: the machine's swings
+      -- move both halves of a pair alike
+      local ratio = median(ratios)
+      table.sort(ratios)
       row(string.format("heymarket.resty: CPU of %d requests waiting 1 s in one worker "
-        .. "(median of 3)", MANY), "<= 1.5 x one blocking wait",
-        string.format("%.0f ms vs %.0f ms (x %.2f); %d/%d and %d/%d answered",
-          median(used) * 1000, median(bused) * 1000, ratio, good, 3 * MANY, bgood, 3 * MANY),
+        .. "(median of %d alternated pairs)", MANY, CPU_PAIRS), "<= 1.5 x one blocking wait",
+        string.format("x %.2f (%.2f–%.2f); %.0f ms vs %.0f ms (medians); %d/%d and %d/%d answered",
+          ratio, ratios[1], ratios[#ratios], median(used) * 1000, median(bused) * 1000,
+          good, CPU_PAIRS * MANY, bgood, CPU_PAIRS * MANY),
         ratio <= 1.5)
     else
       row("heymarket.resty: CPU of waiting requests", "", "no figure: " .. tostring(failed), false)
