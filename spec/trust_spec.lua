@@ -97,6 +97,24 @@ describe("Trust", function()
       assert.is_nil(leaks(msg .. util.dump(err), key), err.body:sub(-60))
     end)
 
+    it("redacts keys far into a large body that fails to decode before cutting err.body", function()
+      -- Each key becomes 10 bytes, so err.body's 4 KiB read ~16 KB of a body
+      -- of 300 KB; the nulls after the first 4 KiB show that blanking them
+      -- (5.1, 5.2, LuaJIT) left them alone inside a string.
+      local key = random_key(40)
+      local body = '[{"a":null},"' .. (key .. " null "):rep(400) .. ("x"):rep(300 * 1024)
+      local s = canned.start("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+        .. #body .. "\r\nConnection: close\r\n\r\n" .. body)
+      local value, msg, err = client(s.url, key):inboxes()
+      s.stop()
+      assert.is_nil(value)
+      assert.equals("decode", err.kind, msg)
+      local redacted = body:gsub(key, "[redacted]"):sub(1, 4096)
+      assert.equals(4096, #err.body)
+      assert.equals(redacted, err.body)
+      assert.is_nil(leaks(msg .. util.dump(err), key))
+    end)
+
     it("redacts a key that only appears once the JSON is decoded", function()
       local key = random_key(16)
       local escaped = key:gsub(".", function(c) return string.format("\\u%04x", c:byte()) end)
