@@ -1,6 +1,7 @@
 -- CONTRACT.md "Retries"
 local fixture = require("spec.support.fixture")
 local util = require("spec.support.util")
+local socket = require("socket")
 
 describe("Retries", function()
   local srv
@@ -32,6 +33,43 @@ describe("Retries", function()
     local t0 = util.now()
     assert.equals(7, assert(c:team()).id)
     assert.is_true(util.now() - t0 >= 0.9, "waited for Retry-After: 1")
+  end)
+
+  it("let a request waiting for its retry be cancelled or collected, the others going on", function()
+    -- Each first attempt gets 429 with Retry-After: 1, so all three wait for
+    -- their retries. (make asan also checks the client's count of waiting
+    -- requests as it drives them.)
+    local c = util.client(srv, "", { max_retries = 2 })
+    local function get()
+      return c:get_async("/t/once/429-" .. srv:token() .. "/v1/team")
+    end
+    local cancelled, dropped, kept = get(), get(), get()
+    local function all_waiting()
+      for _, r in ipairs({ cancelled, dropped, kept }) do
+        r:poll()
+        if not tostring(r):find("queued", 1, true) then
+          return false
+        end
+      end
+      return true
+    end
+    local deadline = util.now() + 5
+    while not all_waiting() and util.now() < deadline do
+      socket.sleep(0.005)
+    end
+    assert.is_true(all_waiting(), tostring(kept))
+    cancelled:cancel()
+    local weak = setmetatable({ dropped }, { __mode = "v" })
+    dropped = nil -- luacheck: ignore 311
+    collectgarbage()
+    collectgarbage()
+    assert.is_nil(weak[1], "the dropped request was collected")
+    local t0 = util.now()
+    assert.is_true(kept:wait(5))
+    assert.equals(7, assert(kept:result()).id)
+    assert.is_true(util.now() - t0 > 0.5, "kept waited for its Retry-After")
+    local _, _, err = cancelled:result()
+    assert.equals("cancelled", err.kind)
   end)
 
   it("honour Retry-After as an HTTP-date", function()
