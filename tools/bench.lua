@@ -325,7 +325,9 @@ local function bench_case(srv, lua, case, maxconn)
   return { rows = rows, by_name = by_name, vs = vs, bound = bound, told_vs = told_vs }
 end
 
--- Runs `tools/bench.lua --child which` (unpinned lua5.4) and returns its numbers.
+-- Runs `tools/bench.lua --child which` (lua5.4, pinned like the contestants) and
+-- returns its numbers: LEAK_PHASES + 1 heap and as many RSS readings, each phase's
+-- largest heap, and µs/call.
 local function run_leak(which, srv)
   local cmd = string.format("%slua5.4 tools/bench.lua --child %s %s %s", CLIENT_PREFIX, which,
     shell_quote(srv.http), shell_quote(srv.key))
@@ -334,7 +336,7 @@ local function run_leak(which, srv)
   for w in (text or ""):gmatch("%S+") do
     nums[#nums + 1] = tonumber(w)
   end
-  if not ok or #nums == 0 then
+  if not ok or #nums ~= 3 * LEAK_PHASES + 3 then
     error("child failed: " .. cmd .. "\n" .. tostring(text), 0)
   end
   return nums
