@@ -307,12 +307,18 @@ static void check_queued(const hm_client *c)
 #endif
 }
 
+/* Where a walk for queued requests starts: the request list, or NULL when
+ * none is queued. With 1,000 requests running, a walk over them at every
+ * wake was 12% of a resty worker's time. */
+static hm_request *queued_walk(const hm_client *c)
+{
+    return c->n_queued > 0 ? c->active : NULL;
+}
+
 static int queued_due(hm_client *c, double now)
 {
     hm_request *r;
-    if (c->n_queued == 0)
-        return 0;
-    for (r = c->active; r != NULL; r = r->next)
+    for (r = queued_walk(c); r != NULL; r = r->next)
         if (r->state == HM_QUEUED && r->start_at <= now)
             return 1;
     return 0;
@@ -361,9 +367,7 @@ static void run_due(hm_client *c, const struct pollfd *pfd, int n)
         double now = hm_now();
         hm_request *r, *next;
         check_queued(c);
-        /* Only when some wait to start: with 1,000 requests running, a
-         * walk over them at every wake was 12% of a resty worker's time. */
-        for (r = c->n_queued > 0 ? c->active : NULL; r != NULL; r = next) {
+        for (r = queued_walk(c); r != NULL; r = next) {
             next = r->next;
             if (r->state == HM_QUEUED && r->start_at <= now)
                 hm_attempt_start(r);
@@ -460,7 +464,7 @@ static double next_due(hm_client *c, double now)
     hm_request *r;
     if (c->timer_on)
         at = c->timer_at;
-    for (r = c->n_queued > 0 ? c->active : NULL; r != NULL; r = r->next)
+    for (r = queued_walk(c); r != NULL; r = r->next)
         if (r->state == HM_QUEUED && (at < 0 || r->start_at < at))
             at = r->start_at;
     if (at < 0)
