@@ -367,6 +367,66 @@ describe("Clients", function()
     end)
   end)
 
+  describe("memory kept for the next call", function()
+    -- README "Speed and memory": on PUC Lua a client keeps the string its last
+    -- body of 64 KiB or more was decoded from, until a smaller body or close()
+    -- drops it (glibc then does not give the heap back and fault it in again
+    -- on every few large calls); LuaJIT's strings do not come from malloc, and
+    -- there it keeps none.
+    local function heap()
+      collectgarbage("collect")
+      collectgarbage("collect")
+      return collectgarbage("count") * 1024
+    end
+
+    it("is the last large body's string, dropped by a smaller body or close()", function()
+      local c = new()
+      local size = #assert(c:get("/t/many/1000/v1/inboxes", { raw = true }))
+      assert.is_true(size > 128 * 1024, "the large body is " .. size .. " bytes")
+      assert.equals(1000, #assert(c:get("/t/many/1000/v1/inboxes")))
+      local held = heap()
+      assert.equals(2, #assert(c:get("/t/many/2/v1/inboxes")))
+      local after_small = heap()
+      assert.equals(1000, #assert(c:get("/t/many/1000/v1/inboxes")))
+      local held_again = heap()
+      c:close()
+      local after_close = heap()
+      if jit then
+        assert.is_true(math.abs(held - after_small) < size / 2, "LuaJIT: nothing kept")
+        assert.is_true(math.abs(held_again - after_close) < size / 2, "LuaJIT: nothing kept")
+      else
+        assert.is_true(held - after_small > size * 0.9,
+          string.format("a smaller body dropped %d of %d bytes", held - after_small, size))
+        assert.is_true(held_again - after_close > size * 0.9,
+          string.format("close() dropped %d of %d bytes", held_again - after_close, size))
+      end
+    end)
+
+    it("is kept by result() too, one string a client", function()
+      local c = new()
+      local size = #assert(c:get("/t/many/1000/v1/inboxes", { raw = true }))
+      local base = heap()
+      do
+        local a, b = c:get_async("/t/many/1000/v1/inboxes"), c:get_async("/t/many/1000/v1/inboxes")
+        assert.is_true(a:wait())
+        assert.is_true(b:wait())
+        assert.equals(1000, #assert(a:result()))
+        assert.equals(1000, #assert(b:result()))
+      end
+      local kept = heap() - base
+      c:close()
+      local after_close = heap() - base
+      if jit then
+        assert.is_true(math.abs(kept - after_close) < size / 2, "LuaJIT: nothing kept")
+      else
+        assert.is_true(kept > size * 0.9 and kept < size * 1.5,
+          string.format("kept %d bytes for two bodies of %d", kept, size))
+        assert.is_true(kept - after_close > size * 0.9,
+          string.format("close() dropped %d of %d bytes", kept - after_close, size))
+      end
+    end)
+  end)
+
   describe("tostring(client)", function()
     it("shows the base_url, never the key", function()
       local c = new({ api_key = "secret-key-abc" })

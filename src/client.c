@@ -101,7 +101,7 @@ hm_client *hm_client_new(lua_State *L, int opts_idx)
 
     /* The userdata first, zeroed and with its metatable: whatever fails
      * after this point leaves __gc to free what was made. */
-    c = lua_newuserdata(L, sizeof *c);
+    c = hm_newuserdata2(L, sizeof *c); /* user value 1: see hold_body in json.c */
     memset(c, 0, sizeof *c);
     luaL_getmetatable(L, HM_CLIENT_MT);
     lua_setmetatable(L, -2);
@@ -196,7 +196,13 @@ void hm_client_close(hm_client *c)
 
 static int client_close(lua_State *L)
 {
-    hm_client_close(luaL_checkudata(L, 1, HM_CLIENT_MT));
+    hm_client *c = luaL_checkudata(L, 1, HM_CLIENT_MT);
+    hm_client_close(c);
+    if (c->holding) {
+        lua_pushnil(L);
+        hm_uv_set(L, 1, 1);
+        c->holding = 0;
+    }
     return 0;
 }
 

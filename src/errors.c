@@ -104,7 +104,7 @@ static int push_server_message(lua_State *L, const hm_request *req)
         i++;
     if (i == req->body.len || req->body.data[i] != '{')
         return 0;
-    if (!hm_json_decode_string(L, req->body.data, req->body.len) || !lua_istable(L, -1)) {
+    if (!hm_json_decode_string(L, req->body.data, req->body.len, NULL, 0) || !lua_istable(L, -1)) {
         lua_settop(L, top);
         return 0;
     }

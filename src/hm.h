@@ -32,6 +32,7 @@
 #define HM_IDLE_SECONDS 5.0   /* beyond those, a handle unused this long is freed */
 #define HM_URL_CACHE 4        /* parsed request URLs a client keeps (CURLOPT_CURLU) */
 #define HM_SPARE_MAX (8u << 20) /* a client keeps a finished body buffer up to this size */
+#define HM_HOLD_MIN (64u << 10) /* and the string of a body this large (json.c, hold_body) */
 #define HM_MAX_RETRIES 1000   /* the largest max_retries accepted */
 #define HM_MAX_CONNECTIONS 1000 /* the largest max_connections accepted */
 
@@ -111,6 +112,7 @@ struct hm_client {
     } *idle;                  /* the most recently used last */
     int n_idle, cap_idle;
     hm_buf spare;             /* a finished request's body buffer, for the next one */
+    int holding;              /* its user value 1 holds its last large body's string */
     struct hm_url {
         CURLU *parsed;        /* handed to libcurl, so it need not parse url again */
         char *url;
@@ -230,8 +232,9 @@ HM_INTERNAL int hm_client_call(lua_State *L, hm_client *c, int client_idx,
 
 /* json.c: decoding and normalising */
 HM_INTERNAL int hm_json_setup(lua_State *L);
-HM_INTERNAL int hm_json_decode(lua_State *L, hm_request *req, int keep_null);
-HM_INTERNAL int hm_json_decode_string(lua_State *L, const char *s, size_t n);
+HM_INTERNAL int hm_json_decode(lua_State *L, hm_request *req, int ridx, int keep_null);
+HM_INTERNAL int hm_json_decode_string(lua_State *L, const char *s, size_t n,
+                                      hm_request *req, int ridx);
 
 /* errors.c: the nil, message, err triple */
 HM_INTERNAL int hm_push_failure(lua_State *L, hm_request *req, hm_kind kind,

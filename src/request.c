@@ -38,7 +38,7 @@ hm_request *hm_request_push(lua_State *L, hm_client *c, int client_idx, const ch
 }
 
 /* push_outcome, with the body guarded. */
-static int push_outcome_now(lua_State *L, hm_request *req)
+static int push_outcome_now(lua_State *L, hm_request *req, int ridx)
 {
     if (req->kind != HM_OK)
         return hm_push_failure(L, req, req->kind, req->detail);
@@ -46,7 +46,7 @@ static int push_outcome_now(lua_State *L, hm_request *req)
         lua_pushlstring(L, req->body.data ? req->body.data : "", req->body.len);
         return 1;
     }
-    if (hm_json_decode(L, req, req->client->keep_null))
+    if (hm_json_decode(L, req, ridx, req->client->keep_null))
         return 1;
     {
         /* A 2xx attempt was never retryable; the decoder's words become detail. */
@@ -61,14 +61,15 @@ static int push_outcome_now(lua_State *L, hm_request *req)
 /* Push what the blocking call returns for a finished request. Anything that
  * allocates can run a finalizer, and a finalizer can call this request's
  * result() again: the inner call then leaves the body to this one (reading
- * stays raised if this raises; the body is then freed by __gc). */
-static int push_outcome(lua_State *L, hm_request *req)
+ * stays raised if this raises; the body is then freed by __gc). The request
+ * is at stack index ridx. */
+static int push_outcome(lua_State *L, hm_request *req, int ridx)
 {
     int n;
     if (req->kind == HM_KIND_NOMEM)
         return hm_raise_memory(L);
     req->reading++;
-    n = push_outcome_now(L, req);
+    n = push_outcome_now(L, req, ridx);
     req->reading--;
     return n;
 }
@@ -111,7 +112,7 @@ int hm_client_call(lua_State *L, hm_client *c, int client_idx, const char *path,
     req = hm_request_push(L, c, client_idx, path, shape);
     ridx = lua_gettop(L);
     hm_client_wait(L, c, req, -1);
-    n = push_outcome(L, req);
+    n = push_outcome(L, req, ridx);
     hm_request_release(req); /* the body now, not when the collector comes */
     /* Released, and never handed to Lua code: nothing is left for its __gc,
      * which is there for an error raised above (an interrupt, out of
@@ -168,7 +169,7 @@ static int request_result(lua_State *L)
     if (!req->has_result) {
         /* Decode once, keep the values with the request (user value 2) for
          * later calls. */
-        n = push_outcome(L, req);
+        n = push_outcome(L, req, 1);
         if (n == 1) {
             /* A success: the value itself, no table around it. */
             lua_pushvalue(L, 2);
