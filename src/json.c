@@ -1149,6 +1149,10 @@ static void hold_body(lua_State *L, hm_request *req, int ridx, size_t n)
     if (!large && !req->client->holding)
         return;
     hm_uv_get(L, ridx, 1);
+    if (lua_type(L, -1) != LUA_TUSERDATA) { /* no client: nothing to keep it in */
+        lua_pop(L, 1);
+        return;
+    }
     if (large)
         lua_pushvalue(L, -2);
     else
