@@ -1,0 +1,156 @@
+-- Instructions a call, by callgrind, for bench contestants whose Lua string
+-- hashes are seeded alike (a diagnostic; `make bench` does not run it):
+--
+--   lua5.4 tools/callgrind_pair.lua [--lua L] [--path P] [--calls A,B] [--seeds S,...] WHO...
+--
+-- WHO is a contestant of tools/bench_child.lua (heymarket, told, floor, ...).
+-- For each seed and contestant, callgrind runs the contestant's child twice,
+-- making A and then B calls (after its untimed one), and the count a call is
+-- the difference over B - A: what the process does once drops out. Every run
+-- has time() fixed to the seed (tools/fixed_time.c, LD_PRELOAD), so runs with
+-- one seed lay out lua-cjson's tables alike: with time() free, the count of a
+-- 10,000-inbox call moves by about 1% from one process to the next. Take B - A
+-- of 15 or more on a large body: with 5, where the collector's cycles begin
+-- and end in the window moved the two floors' malloc and free counts by ~1%.
+--
+-- Defaults: --lua lua5.4, --path /t/many/10000/v1/inboxes, --calls 2,17,
+-- --seeds 1000,2000. The callgrind files stay in build/bench/callgrind/ for
+-- callgrind_annotate. Needs valgrind and `make bench`'s builds (run first:
+-- make LUA=lua5.4 all build/bench/lua5.4/floor.so).
+
+package.path = "./?.lua;./?/init.lua;" .. package.path
+
+local function usage(msg)
+  io.stderr:write("callgrind_pair: ", msg, "\n",
+    "usage: lua5.4 tools/callgrind_pair.lua [--lua L] [--path P] [--calls A,B] [--seeds S,...] WHO...\n")
+  os.exit(2)
+end
+
+local function numbers(s, what)
+  local list = {}
+  for n in tostring(s):gmatch("[^,]+") do
+    local v = tonumber(n)
+    if not v or v < 0 or v ~= math.floor(v) then
+      usage(what .. " takes whole numbers separated by commas, not " .. tostring(s))
+    end
+    list[#list + 1] = v
+  end
+  return list
+end
+
+local opts = { lua = "lua5.4", path = "/t/many/10000/v1/inboxes", calls = { 2, 17 }, seeds = { 1000, 2000 } }
+local who = {}
+do
+  local i = 1
+  while arg[i] do
+    local a = arg[i]
+    if a == "--lua" or a == "--path" then
+      opts[a:sub(3)] = arg[i + 1] or usage(a .. " needs a value")
+      i = i + 2
+    elseif a == "--calls" or a == "--seeds" then
+      opts[a:sub(3)] = numbers(arg[i + 1] or usage(a .. " needs a value"), a)
+      i = i + 2
+    elseif a:sub(1, 2) == "--" then
+      usage("unknown option " .. a)
+    else
+      who[#who + 1] = a
+      i = i + 1
+    end
+  end
+end
+if #who == 0 then
+  usage("name at least one contestant")
+end
+if #opts.calls ~= 2 or opts.calls[2] <= opts.calls[1] then
+  usage("--calls takes two counts, the second larger")
+end
+if #opts.seeds == 0 then
+  usage("--seeds takes at least one seed")
+end
+
+local function shell_quote(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+
+local function run(cmd)
+  local ok, how, code = os.execute(cmd)
+  if ok == true or ok == 0 then
+    return true
+  end
+  return false, tostring(how) .. " " .. tostring(code)
+end
+
+local DIR = "build/bench/callgrind"
+local SHIM = "build/bench/fixed_time.so"
+assert(run("mkdir -p " .. DIR))
+assert(run("cc -std=c99 -O2 -Wall -Wextra -Werror -fPIC -shared -o " .. SHIM .. " tools/fixed_time.c"),
+  "could not build " .. SHIM)
+for _, f in ipairs({ "build/" .. opts.lua .. "/heymarket.so", "build/bench/" .. opts.lua .. "/floor.so" }) do
+  local h = io.open(f, "r")
+  if not h then
+    usage(f .. " is missing: make LUA=" .. opts.lua .. " all build/bench/" .. opts.lua .. "/floor.so")
+  end
+  h:close()
+end
+local PIN = run("command -v taskset >/dev/null 2>&1") and "taskset -c 0 " or ""
+local HERE
+do
+  local p = assert(io.popen("pwd", "r"))
+  HERE = p:read("l")
+  p:close()
+end
+
+-- The total instructions callgrind counted in one output file.
+local function totals(file)
+  local f = assert(io.open(file, "r"))
+  local text = f:read("a")
+  f:close()
+  local n = text:match("\ntotals: (%d+)") or text:match("\nsummary: (%d+)")
+  return assert(tonumber(n), "no totals in " .. file)
+end
+
+local function measure(srv, name, seed)
+  local count = {}
+  for _, n in ipairs(opts.calls) do
+    local out = string.format("%s/%s.%s.%d.%d", DIR, opts.lua, name, seed, n)
+    local cmd = string.format(
+      "LD_PRELOAD=%s HEYMARKET_FIXED_TIME=%d %svalgrind --tool=callgrind --callgrind-out-file=%s "
+        .. "%s tools/bench_child.lua %s %s %s %s %d 1 8 >%s.log 2>&1",
+      shell_quote(HERE .. "/" .. SHIM), seed, PIN, shell_quote(out), opts.lua, shell_quote(name),
+      shell_quote(srv.http), shell_quote(opts.path), shell_quote(srv.key), n, shell_quote(out))
+    local ok, why = run(cmd)
+    if not ok then
+      error(string.format("%s (seed %d, %d calls) failed (%s): see %s.log", name, seed, n, why, out))
+    end
+    count[#count + 1] = totals(out)
+  end
+  return (count[2] - count[1]) / (opts.calls[2] - opts.calls[1])
+end
+
+local fixture = require("spec.support.fixture")
+local srv
+local ok, err = xpcall(function()
+  srv = fixture.start({ http = "keepalive_requests 1000000;", worker_connections = 4096 })
+  io.write(string.format("%s, %s, calls %d..%d; instructions a call (M), and x the first contestant\n\n",
+    opts.lua, opts.path, opts.calls[1], opts.calls[2]))
+  io.write("| seed | " .. table.concat(who, " | ") .. " |\n")
+  io.write("| ---: |" .. string.rep(" ---: |", #who) .. "\n")
+  for _, seed in ipairs(opts.seeds) do
+    local row, first = {}, nil
+    for _, name in ipairs(who) do
+      local per = measure(srv, name, seed)
+      first = first or per
+      row[#row + 1] = string.format("%.2f (x %.3f)", per / 1e6, per / first)
+    end
+    io.write("| " .. seed .. " | " .. table.concat(row, " | ") .. " |\n")
+    io.flush()
+  end
+end, debug.traceback)
+if srv then
+  pcall(srv.stop, srv)
+end
+if not ok then
+  io.stderr:write("callgrind_pair failed: ", tostring(err), "\n")
+  os.exit(1)
+end
+io.write("\ncallgrind files: ", DIR, "/\n")
