@@ -1131,18 +1131,17 @@ static int decoder_verdict(lua_State *L, int status)
  * once both are garbage they can lie free together at the top of glibc's
  * heap, which then gives them back to the system, and the next call's
  * string and buffer touch fresh pages. With the previous string alive until
- * the next one exists, they do not (Lua 5.4, 10,000 inboxes, 40 calls:
- * 15.6k page faults -> 9.4k, BENCHMARKS.md). Not on LuaJIT, whose strings
- * do not come from malloc: there it only held memory. Bodies under
- * HM_HOLD_MIN are left alone (glibc trims only when freeing a chunk of 64
- * KiB or more), and a small body drops a held one, so an idle client holds
- * at most one large string as it holds one body buffer. The string is at
- * the top; ridx is the request, whose user value 1 is the client. */
-#if defined(LUA_LJDIR) /* LuaJIT's luaconf.h */
-#define HOLD_BODIES 0
-#else
-#define HOLD_BODIES 1
-#endif
+ * the next one exists, they do not (Lua 5.4 in generational mode, 10,000
+ * inboxes, 40 calls: 15.6k page faults -> 9.4k, ~6% faster; in incremental
+ * mode no change). Only on 5.4: on 5.2 and 5.3 it moved when the incremental
+ * collector's cycles end and the peak grew by ~15 MB, on 5.1 by 3 MB for no
+ * speed, and LuaJIT's strings do not come from malloc (BENCHMARKS.md).
+ * Bodies under HM_HOLD_MIN are left alone (glibc trims only when freeing a
+ * chunk of 64 KiB or more), and a small body drops a held one, so an idle
+ * client holds at most one large string as it holds one body buffer. The
+ * string is at the top; ridx is the request, whose user value 1 is the
+ * client. */
+#define HOLD_BODIES (LUA_VERSION_NUM == 504)
 static void hold_body(lua_State *L, hm_request *req, int ridx, size_t n)
 {
     int large = HOLD_BODIES && n >= HM_HOLD_MIN && n <= HM_SPARE_MAX && !req->client->closed;
