@@ -131,7 +131,7 @@ local fixture = require("spec.support.fixture")
 local srv
 local ok, err = xpcall(function()
   srv = fixture.start({ http = "keepalive_requests 1000000;", worker_connections = 4096 })
-  io.write(string.format("%s, %s, calls %d..%d; instructions a call (M), and x the first contestant\n\n",
+  io.write(string.format("%s, %s, calls %d..%d; instructions a call, and x the first contestant\n\n",
     opts.lua, opts.path, opts.calls[1], opts.calls[2]))
   io.write("| seed | " .. table.concat(who, " | ") .. " |\n")
   io.write("| ---: |" .. string.rep(" ---: |", #who) .. "\n")
@@ -140,7 +140,8 @@ local ok, err = xpcall(function()
     for _, name in ipairs(who) do
       local per = measure(srv, name, seed)
       first = first or per
-      row[#row + 1] = string.format("%.2f (x %.3f)", per / 1e6, per / first)
+      local count = per >= 1e7 and string.format("%.2fM", per / 1e6) or string.format("%.1fk", per / 1e3)
+      row[#row + 1] = string.format("%s (x %.3f)", count, per / first)
     end
     io.write("| " .. seed .. " | " .. table.concat(row, " | ") .. " |\n")
     io.flush()
