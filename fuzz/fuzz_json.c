@@ -101,7 +101,7 @@ static int decode(lua_State *L)
         lua_pop(L, 1);
         lua_pushnil(L); /* lua-cjson refused it: so must we (compared below) */
     }
-    if (hm_json_decode(L, req, keep_null)) {
+    if (hm_json_decode(L, req, 0, keep_null)) {
         if (lua_istable(L, -1))
             check(L, keep_null, 0);
         if (!same(L, 2, 1, keep_null, 0)) {

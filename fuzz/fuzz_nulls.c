@@ -58,7 +58,7 @@ static int decode(lua_State *L)
     hm_request *req = lua_touserdata(L, 1);
     int keep_null = lua_toboolean(L, 2), ok;
     lua_settop(L, 0);
-    ok = hm_json_decode(L, req, keep_null);
+    ok = hm_json_decode(L, req, 0, keep_null);
     lua_pushboolean(L, ok);
     lua_insert(L, 1);
     return 2;

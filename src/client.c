@@ -101,7 +101,11 @@ hm_client *hm_client_new(lua_State *L, int opts_idx)
 
     /* The userdata first, zeroed and with its metatable: whatever fails
      * after this point leaves __gc to free what was made. */
-    c = hm_newuserdata2(L, sizeof *c); /* user value 1: see hold_body in json.c */
+#if LUA_VERSION_NUM >= 504
+    c = lua_newuserdatauv(L, sizeof *c, 1); /* user value 1: see hold_body in json.c */
+#else
+    c = lua_newuserdata(L, sizeof *c);
+#endif
     memset(c, 0, sizeof *c);
     luaL_getmetatable(L, HM_CLIENT_MT);
     lua_setmetatable(L, -2);
@@ -198,11 +202,7 @@ static int client_close(lua_State *L)
 {
     hm_client *c = luaL_checkudata(L, 1, HM_CLIENT_MT);
     hm_client_close(c);
-    if (c->holding) {
-        lua_pushnil(L);
-        hm_uv_set(L, 1, 1);
-        c->holding = 0;
-    }
+    hm_json_drop_held(L, c, 1);
     return 0;
 }
 
@@ -210,6 +210,7 @@ static int client_gc(lua_State *L)
 {
     hm_client *c = luaL_checkudata(L, 1, HM_CLIENT_MT);
     hm_client_close(c);
+    hm_json_drop_held(L, c, 1);
     hm_loop_free(c);
     free(c->base_url);
     free_secret(c->api_key);

@@ -112,7 +112,7 @@ struct hm_client {
     } *idle;                  /* the most recently used last */
     int n_idle, cap_idle;
     hm_buf spare;             /* a finished request's body buffer, for the next one */
-    int holding;              /* its user value 1 holds its last large body's string */
+    int holding;              /* Lua 5.4: its user value 1 holds its last large body's string */
     struct hm_url {
         CURLU *parsed;        /* handed to libcurl, so it need not parse url again */
         char *url;
@@ -235,6 +235,7 @@ HM_INTERNAL int hm_json_setup(lua_State *L);
 HM_INTERNAL int hm_json_decode(lua_State *L, hm_request *req, int ridx, int keep_null);
 HM_INTERNAL int hm_json_decode_string(lua_State *L, const char *s, size_t n,
                                       hm_request *req, int ridx);
+HM_INTERNAL void hm_json_drop_held(lua_State *L, hm_client *c, int cidx);
 
 /* errors.c: the nil, message, err triple */
 HM_INTERNAL int hm_push_failure(lua_State *L, hm_request *req, hm_kind kind,

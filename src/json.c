@@ -1125,30 +1125,36 @@ static int decoder_verdict(lua_State *L, int status)
         || strncmp(why, "JSON parser ", 12) == 0;
 }
 
-/* A client keeps the string of its last large body (user value 1) until
- * its next body replaces it or close() drops it. The decoder needs the body
- * as a Lua string, and lua-cjson copies it again into a buffer as large;
- * once both are garbage they can lie free together at the top of glibc's
- * heap, which then gives them back to the system, and the next call's
- * string and buffer touch fresh pages. With the previous string alive until
- * the next one exists, they do not (Lua 5.4 in generational mode, 10,000
- * inboxes, 40 calls: 15.6k page faults -> 9.4k, ~6% faster; in incremental
- * mode no change). Only on 5.4: on 5.2 and 5.3 it moved when the incremental
- * collector's cycles end and the peak grew by ~15 MB, on 5.1 by 3 MB for no
- * speed, and LuaJIT's strings do not come from malloc (BENCHMARKS.md).
- * Bodies under HM_HOLD_MIN are left alone (glibc trims only when freeing a
- * chunk of 64 KiB or more), and a small body drops a held one, so an idle
- * client holds at most one large string as it holds one body buffer. The
- * string is at the top; ridx is the request, whose user value 1 is the
- * client. */
-#define HOLD_BODIES (LUA_VERSION_NUM == 504)
+/* On Lua 5.4 a client keeps the string of its last large body (its user
+ * value 1) until a body under HM_HOLD_MIN or over HM_SPARE_MAX, or close(),
+ * drops it. The decoder needs the body as a Lua string, and lua-cjson copies
+ * it again into a buffer as large; freed together, the two lay at the top of
+ * glibc's heap, which then gave them back to the system (twice their size
+ * is glibc's trim threshold once the first such block was freed), and the
+ * next call faulted the pages in again. With the previous string alive until
+ * the next one exists, that does not happen (5.4 in generational mode,
+ * 10,000 inboxes, 40 calls: 15.6k page faults -> 9.4k, ~6% faster; in
+ * incremental mode the faults were unchanged). Not on other Luas: on 5.2 and
+ * 5.3 it moved where the incremental collector's cycles end and the peak grew
+ * by 11-17 MB (5.2 ~7% faster, 5.3 not), on 5.1 by 3 MB for no speed, and
+ * LuaJIT's strings do not come from malloc (BENCHMARKS.md). The trims came
+ * from multi-megabyte blocks, so smaller bodies are left alone; one held
+ * string a client, as it holds one body buffer.
+ *
+ * hold_body: the body string at the top; ridx the request, whose user value
+ * 1 is its client. */
+#if LUA_VERSION_NUM == 504
 static void hold_body(lua_State *L, hm_request *req, int ridx, size_t n)
 {
-    int large = HOLD_BODIES && n >= HM_HOLD_MIN && n <= HM_SPARE_MAX && !req->client->closed;
-    if (!large && !req->client->holding)
+    hm_client *c = req->client;
+    int large;
+    if (c == NULL)
         return;
-    hm_uv_get(L, ridx, 1);
-    if (lua_type(L, -1) != LUA_TUSERDATA) { /* no client: nothing to keep it in */
+    large = n >= HM_HOLD_MIN && n <= HM_SPARE_MAX && !c->closed;
+    if (!large && !c->holding)
+        return;
+    lua_getiuservalue(L, ridx, 1);
+    if (lua_touserdata(L, -1) != (void *)c) { /* not its client: keep nothing */
         lua_pop(L, 1);
         return;
     }
@@ -1156,22 +1162,44 @@ static void hold_body(lua_State *L, hm_request *req, int ridx, size_t n)
         lua_pushvalue(L, -2);
     else
         lua_pushnil(L);
-    hm_uv_set(L, lua_gettop(L) - 1, 1);
+    lua_setiuservalue(L, -2, 1);
     lua_pop(L, 1);
-    req->client->holding = large;
+    c->holding = large;
+}
+#endif
+
+/* Drop the string the client at stack index cidx keeps (close(), __gc). */
+void hm_json_drop_held(lua_State *L, hm_client *c, int cidx)
+{
+#if LUA_VERSION_NUM == 504
+    if (c->holding) {
+        lua_pushnil(L);
+        lua_setiuservalue(L, cidx, 1);
+        c->holding = 0;
+    }
+#else
+    (void)L;
+    (void)c;
+    (void)cidx;
+#endif
 }
 
 /* Decode s (n bytes) with the module's decoder: push the value and return
  * 1, or push the decoder's complaint and return 0. Any other error is
  * raised on. With req (at stack index ridx), its client may keep the body
- * string (hold_body). */
+ * string (hold_body, Lua 5.4). */
 int hm_json_decode_string(lua_State *L, const char *s, size_t n, hm_request *req, int ridx)
 {
     int status;
     lua_getfield(L, HM_STATE_IDX, HM_STATE_DECODE);
     lua_pushlstring(L, s != NULL ? s : "", n);
+#if LUA_VERSION_NUM == 504
     if (req != NULL)
         hold_body(L, req, ridx, n);
+#else
+    (void)req;
+    (void)ridx;
+#endif
     status = lua_pcall(L, 1, 1, 0);
     if (status == 0)
         return 1;
@@ -1243,8 +1271,9 @@ static void restore_body(hm_request *req, const prepared *prep)
         memcpy(req->body.data, prep->saved, prep->saved_len);
 }
 
-/* Decode req's body (req is at stack index ridx). On success push the value
- * and return 1; on failure push a description and return 0. */
+/* Decode req's body (req is at stack index ridx; 0: nowhere, and then its
+ * client keeps nothing). On success push the value and return 1; on failure
+ * push a description and return 0. */
 int hm_json_decode(lua_State *L, hm_request *req, int ridx, int keep_null)
 {
     const char *p = req->body.data ? req->body.data : "";
@@ -1273,7 +1302,7 @@ int hm_json_decode(lua_State *L, hm_request *req, int ridx, int keep_null)
     lua_getfield(L, HM_STATE_IDX, HM_STATE_JNULL);
     jnull = lua_gettop(L);
     prepare_walk(L, req, &w, jnull, keep_null, &prep);
-    if (!hm_json_decode_string(L, p, n, req, ridx)) {
+    if (!hm_json_decode_string(L, p, n, ridx != 0 ? req : NULL, ridx)) {
         restore_body(req, &prep);
         lua_pushfstring(L, "invalid JSON: %s", lua_tostring(L, -1));
         lua_replace(L, top + 1);

@@ -9,14 +9,20 @@
 -- the difference over B - A: what the process does once drops out. Every run
 -- has time() fixed to the seed (tools/fixed_time.c, LD_PRELOAD), so runs with
 -- one seed lay out lua-cjson's tables alike: with time() free, the count of a
--- 10,000-inbox call moves by about 1% from one process to the next. Take B - A
--- of 15 or more on a large body: with 5, where the collector's cycles begin
--- and end in the window moved the two floors' malloc and free counts by ~1%.
+-- 10,000-inbox call moves by about 1% from one process to the next. Lua also
+-- mixes a stack address into the seed, which under valgrind moves with the
+-- length of the arguments, so every child gets arguments of one length (the
+-- counts zero-padded, the contestant's name padded by an argument the child
+-- ignores). Take B - A of 15 or more on a large body: with 5, where the
+-- collector's cycles begin and end in the window moved the two floors' malloc
+-- and free counts by ~1%.
 --
 -- Defaults: --lua lua5.4, --path /t/many/10000/v1/inboxes, --calls 2,17,
 -- --seeds 1000,2000. The callgrind files stay in build/bench/callgrind/ for
--- callgrind_annotate. Needs valgrind and `make bench`'s builds (run first:
--- make LUA=lua5.4 all build/bench/lua5.4/floor.so).
+-- callgrind_annotate. Needs valgrind, cc, and `make bench`'s builds (run
+-- first: make LUA=lua5.4 all build/bench/lua5.4/floor.so); heymarket comes
+-- from HEYMARKET_BENCH_BUILD when that is set, as in tools/bench_child.lua.
+-- The fixed time() would fail certificate checks: the fixture is plain HTTP.
 
 package.path = "./?.lua;./?/init.lua;" .. package.path
 
@@ -60,6 +66,11 @@ do
 end
 if #who == 0 then
   usage("name at least one contestant")
+end
+for _, name in ipairs(who) do
+  if #name > 31 then
+    usage("contestant names are at most 31 bytes: " .. name)
+  end
 end
 if #opts.calls ~= 2 or opts.calls[2] <= opts.calls[1] then
   usage("--calls takes two counts, the second larger")
@@ -115,9 +126,10 @@ local function measure(srv, name, seed)
     local out = string.format("%s/%s.%s.%d.%d", DIR, opts.lua, name, seed, n)
     local cmd = string.format(
       "LD_PRELOAD=%s HEYMARKET_FIXED_TIME=%d %svalgrind --tool=callgrind --callgrind-out-file=%s "
-        .. "%s tools/bench_child.lua %s %s %s %s %d 1 8 >%s.log 2>&1",
+        .. "%s tools/bench_child.lua %s %s %s %s %09d 1 8 %s >%s.log 2>&1",
       shell_quote(HERE .. "/" .. SHIM), seed, PIN, shell_quote(out), opts.lua, shell_quote(name),
-      shell_quote(srv.http), shell_quote(opts.path), shell_quote(srv.key), n, shell_quote(out))
+      shell_quote(srv.http), shell_quote(opts.path), shell_quote(srv.key), n,
+      string.rep("x", 32 - #name), shell_quote(out))
     local ok, why = run(cmd)
     if not ok then
       error(string.format("%s (seed %d, %d calls) failed (%s): see %s.log", name, seed, n, why, out))
