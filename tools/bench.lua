@@ -623,17 +623,6 @@ local function write_report()
 end
 
 pin_self()
-local fixture = require("spec.support.fixture")
-local srv
-local ok, err = xpcall(function()
-  srv = fixture.start({ http = "keepalive_requests 1000000;", worker_connections = 4096 })
-  main(srv)
-end, debug.traceback)
-if srv then
-  pcall(srv.stop, srv)
-end
-if not ok then
-  io.stderr:write("bench failed: ", tostring(err), "\n")
-  os.exit(1)
-end
+require("spec.support.fixture").serve({ http = "keepalive_requests 1000000;", worker_connections = 4096 },
+  main, "bench")
 write_report()

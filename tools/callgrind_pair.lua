@@ -79,16 +79,12 @@ if #opts.seeds == 0 then
   usage("--seeds takes at least one seed")
 end
 
-local function shell_quote(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
+local util = require("spec.support.util")
+local shell_quote = util.shell_quote
 
 local function run(cmd)
-  local ok, how, code = os.execute(cmd)
-  if ok == true or ok == 0 then
-    return true
-  end
-  return false, tostring(how) .. " " .. tostring(code)
+  local ok, code = util.execute(cmd)
+  return ok, "exit status " .. tostring(code)
 end
 
 local DIR = "build/bench/callgrind"
@@ -104,12 +100,7 @@ for _, f in ipairs({ "build/" .. opts.lua .. "/heymarket.so", "build/bench/" .. 
   h:close()
 end
 local PIN = run("command -v taskset >/dev/null 2>&1") and "taskset -c 0 " or ""
-local HERE
-do
-  local p = assert(io.popen("pwd", "r"))
-  HERE = p:read("l")
-  p:close()
-end
+local HERE = assert(util.capture("pwd"), "cannot run pwd"):match("[^\n]+")
 
 -- The total instructions callgrind counted in one output file.
 local function totals(file)
@@ -139,10 +130,7 @@ local function measure(srv, name, seed)
   return (count[2] - count[1]) / (opts.calls[2] - opts.calls[1])
 end
 
-local fixture = require("spec.support.fixture")
-local srv
-local ok, err = xpcall(function()
-  srv = fixture.start({ http = "keepalive_requests 1000000;", worker_connections = 4096 })
+local function report(srv)
   io.write(string.format("%s, %s, calls %d..%d; instructions a call, and x the first contestant\n\n",
     opts.lua, opts.path, opts.calls[1], opts.calls[2]))
   io.write("| seed | " .. table.concat(who, " | ") .. " |\n")
@@ -158,12 +146,8 @@ local ok, err = xpcall(function()
     io.write("| " .. seed .. " | " .. table.concat(row, " | ") .. " |\n")
     io.flush()
   end
-end, debug.traceback)
-if srv then
-  pcall(srv.stop, srv)
 end
-if not ok then
-  io.stderr:write("callgrind_pair failed: ", tostring(err), "\n")
-  os.exit(1)
-end
+
+require("spec.support.fixture").serve({ http = "keepalive_requests 1000000;", worker_connections = 4096 },
+  report, "callgrind_pair")
 io.write("\ncallgrind files: ", DIR, "/\n")

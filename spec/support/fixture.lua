@@ -723,4 +723,22 @@ function Server:stop()
   return self.nginx:stop()
 end
 
+-- For the tools: start the fake API (M.start(opts)), call fn(srv), and stop
+-- it whatever fn did; if fn raised, write "<what> failed: <traceback>" to
+-- stderr and exit 1.
+function M.serve(opts, fn, what)
+  local srv
+  local ok, err = xpcall(function()
+    srv = M.start(opts)
+    fn(srv)
+  end, debug.traceback)
+  if srv then
+    pcall(srv.stop, srv)
+  end
+  if not ok then
+    io.stderr:write(what, " failed: ", tostring(err), "\n")
+    os.exit(1)
+  end
+end
+
 return M
