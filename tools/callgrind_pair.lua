@@ -100,13 +100,10 @@ for _, f in ipairs({ "build/" .. opts.lua .. "/heymarket.so", "build/bench/" .. 
   h:close()
 end
 local PIN = run("command -v taskset >/dev/null 2>&1") and "taskset -c 0 " or ""
-local HERE = assert(util.capture("pwd"), "cannot run pwd"):match("[^\n]+")
 
 -- The total instructions callgrind counted in one output file.
 local function totals(file)
-  local f = assert(io.open(file, "r"))
-  local text = f:read("a")
-  f:close()
+  local text = assert(util.read_file(file), "cannot read " .. file)
   local n = text:match("\ntotals: (%d+)") or text:match("\nsummary: (%d+)")
   return assert(tonumber(n), "no totals in " .. file)
 end
@@ -118,7 +115,7 @@ local function measure(srv, name, seed)
     local cmd = string.format(
       "LD_PRELOAD=%s HEYMARKET_FIXED_TIME=%d %svalgrind --tool=callgrind --callgrind-out-file=%s "
         .. "%s tools/bench_child.lua %s %s %s %s %09d 1 8 %s >%s.log 2>&1",
-      shell_quote(HERE .. "/" .. SHIM), seed, PIN, shell_quote(out), opts.lua, shell_quote(name),
+      shell_quote(util.root .. "/" .. SHIM), seed, PIN, shell_quote(out), opts.lua, shell_quote(name),
       shell_quote(srv.http), shell_quote(opts.path), shell_quote(srv.key), n,
       string.rep("x", 32 - #name), shell_quote(out))
     local ok, why = run(cmd)
