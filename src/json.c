@@ -1141,16 +1141,13 @@ static int decoder_verdict(lua_State *L, int status)
  * from multi-megabyte blocks, so smaller bodies are left alone; one held
  * string a client, as it holds one body buffer.
  *
- * hold_body: the body string at the top; ridx the request, whose user value
- * 1 is its client. */
+ * hold_body: the body string at the top; req at stack index ridx, whose
+ * user value 1 is its client. */
 #if LUA_VERSION_NUM == 504
 static void hold_body(lua_State *L, hm_request *req, int ridx, size_t n)
 {
     hm_client *c = req->client;
-    int large;
-    if (c == NULL)
-        return;
-    large = n >= HM_HOLD_MIN && n <= HM_SPARE_MAX && !c->closed;
+    int large = n >= HM_HOLD_MIN && n <= HM_SPARE_MAX && !c->closed;
     if (!large && !c->holding)
         return;
     lua_getiuservalue(L, ridx, 1);
@@ -1186,15 +1183,15 @@ void hm_json_drop_held(lua_State *L, hm_client *c, int cidx)
 
 /* Decode s (n bytes) with the module's decoder: push the value and return
  * 1, or push the decoder's complaint and return 0. Any other error is
- * raised on. With req (at stack index ridx), its client may keep the body
- * string (hold_body, Lua 5.4). */
+ * raised on. With ridx not 0, req is at that stack index and its client may
+ * keep the body string (hold_body, Lua 5.4). */
 int hm_json_decode_string(lua_State *L, const char *s, size_t n, hm_request *req, int ridx)
 {
     int status;
     lua_getfield(L, HM_STATE_IDX, HM_STATE_DECODE);
     lua_pushlstring(L, s != NULL ? s : "", n);
 #if LUA_VERSION_NUM == 504
-    if (req != NULL)
+    if (ridx != 0)
         hold_body(L, req, ridx, n);
 #else
     (void)req;
@@ -1302,7 +1299,7 @@ int hm_json_decode(lua_State *L, hm_request *req, int ridx, int keep_null)
     lua_getfield(L, HM_STATE_IDX, HM_STATE_JNULL);
     jnull = lua_gettop(L);
     prepare_walk(L, req, &w, jnull, keep_null, &prep);
-    if (!hm_json_decode_string(L, p, n, ridx != 0 ? req : NULL, ridx)) {
+    if (!hm_json_decode_string(L, p, n, req, ridx)) {
         restore_body(req, &prep);
         lua_pushfstring(L, "invalid JSON: %s", lua_tostring(L, -1));
         lua_replace(L, top + 1);
